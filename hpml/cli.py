@@ -1,0 +1,133 @@
+"""`hpml <command>`: argument parsing and dispatch only; nothing imports this module.
+
+Stage modules are imported inside each command, so `hpml --help` and `hpml config show`
+answer at once instead of paying TensorFlow's import time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from hpml.config import ConfigError, load_config
+from hpml.logs import setup_logging
+
+log = logging.getLogger("hpml.cli")
+
+
+def _config_parent() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("configuration")
+    group.add_argument("--config", type=Path, help="experiment YAML (configs/*.yaml)")
+    group.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        help="override one config value (repeatable), e.g. --set train.lr=1e-4",
+    )  # fmt: skip
+    group.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parent
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    print(load_config(args.config, args.overrides).to_yaml(), end="")
+    return 0
+
+
+def cmd_covidx_build(args: argparse.Namespace) -> int:
+    from preprocess.covidx import BuildOptions, build, summary_table
+
+    cfg = load_config(args.config, args.overrides)
+    sources = args.sources or [Path(s) for s in cfg.data.sources]
+    out = args.out or (Path(cfg.data.split_dir) if cfg.data.split_dir else None)
+    if not sources or out is None:
+        raise ConfigError("covidx build needs --sources (or data.sources) and --out (or data.split_dir)")
+    options = BuildOptions(args.seed, args.val_fraction, args.test_fraction, args.test_per_class)
+    meta = build(sources, out, options)
+    print(summary_table(meta))
+    print(f"split written to {out} (details, skipped rows and reasons: {out / 'split.json'})")
+    return 0
+
+
+def cmd_covidx_import(args: argparse.Namespace) -> int:
+    from preprocess.covidx import BuildOptions, import_published, summary_table
+
+    options = BuildOptions(seed=args.seed, val_fraction=args.val_fraction)
+    meta = import_published(
+        args.train_file, args.test_file, args.train_images, args.test_images, args.out, options
+    )
+    print(summary_table(meta))
+    return 0
+
+
+def _per_class(text: str) -> dict[str, int]:
+    from hpml.config import CLASSES
+
+    if "=" not in text:
+        return {c: int(text) for c in CLASSES}
+    out = {}
+    for item in text.split(","):
+        name, _, n = item.partition("=")
+        if name not in CLASSES:
+            raise argparse.ArgumentTypeError(f"unknown class {name!r} (classes: {', '.join(CLASSES)})")
+        out[name] = int(n)
+    return out
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a fraction in [0, 1)")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _config_parent()
+    parser = argparse.ArgumentParser(
+        prog="hpml",
+        description="COVID-19 chest X-ray classification on SLURM clusters with MPI and Horovod.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    config = sub.add_parser("config", help="show the resolved configuration")
+    config_sub = config.add_subparsers(dest="action", required=True, metavar="ACTION")
+    show = config_sub.add_parser("show", parents=[common], help="print the resolved YAML")
+    show.set_defaults(func=cmd_config_show)
+
+    covidx = sub.add_parser("covidx", help="build the COVIDx split from the public sources")
+    covidx_sub = covidx.add_subparsers(dest="action", required=True, metavar="ACTION")
+    b = covidx_sub.add_parser("build", parents=[common], help="scan sources, write train/val/test.txt")
+    b.add_argument("--sources", nargs="+", type=Path, help="source folders (any of the 4 layouts)")
+    b.add_argument("--out", type=Path, help="split folder to write")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--val-fraction", type=_fraction, default=0.1)
+    b.add_argument("--test-fraction", type=_fraction, default=0.1)
+    b.add_argument("--test-per-class", type=_per_class, metavar="N|normal=N,pneumonia=N,COVID-19=N",
+                   help="test images per class instead of --test-fraction")  # fmt: skip
+    b.set_defaults(func=cmd_covidx_build)
+    i = covidx_sub.add_parser("import", parents=[common], help="use published train/test_COVIDx.txt")
+    i.add_argument("train_file", type=Path)
+    i.add_argument("test_file", type=Path)
+    i.add_argument("--train-images", type=Path, required=True, help="folder of the train images")
+    i.add_argument("--test-images", type=Path, required=True, help="folder of the test images")
+    i.add_argument("--out", type=Path, required=True)
+    i.add_argument("--seed", type=int, default=0)
+    i.add_argument("--val-fraction", type=_fraction, default=0.1)
+    i.set_defaults(func=cmd_covidx_import)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from preprocess.csvio import SourceError
+
+    args = build_parser().parse_args(argv)
+    setup_logging(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
+    try:
+        return args.func(args)
+    except (ConfigError, SourceError) as exc:
+        print(f"hpml: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

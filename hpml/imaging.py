@@ -1,0 +1,184 @@
+"""The imaging policy: any raw chest X-ray file -> uint8 grayscale -> model-sized square.
+
+Preprocessing and prediction both call `load_model_image`, so a model is served exactly the
+pixels it was trained on. Formats: PNG (8/16-bit; gray, RGB, RGBA), JPEG (gray, RGB, CMYK),
+DICOM (rescale, VOI window, MONOCHROME1 inverted). EXIF orientation is ignored on purpose:
+radiographs are stored as acquired, and phone-photo orientation tags are unreliable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+# OpenCV's own threads fight MPI ranks for the same cores; parallelism comes from ranks.
+cv2.setNumThreads(1)
+
+POLICIES = ("resize", "covidnet", "letterbox")
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+class ImageError(Exception):
+    """A file that is not a usable image; the message says why."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = str(path), reason
+
+
+def sniff(head: bytes, path: str | os.PathLike = "") -> str:
+    """Format from the first bytes (never the extension, which lies: `.png` text files exist)."""
+    if head.startswith(_PNG_MAGIC):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return "dicom"
+    if not head:
+        raise ImageError(path, "empty file")
+    raise ImageError(path, "not a PNG, JPEG or DICOM file (unrecognised signature)")
+
+
+def check_complete(data: bytes, path: str | os.PathLike = "") -> str:
+    """Cheap structural check (no pixel decode): is the file whole? Returns the format.
+
+    Decoders are lenient with truncation (libjpeg pads a cut JPEG with grey and only warns),
+    so a truncated file must be caught here rather than trained on.
+    """
+    fmt = sniff(data[:132], path)
+    if fmt == "png" and b"IEND" not in data[-64:]:
+        raise ImageError(path, "truncated PNG (no IEND chunk)")
+    if fmt == "jpeg" and b"\xff\xd9" not in data.rstrip(b"\x00")[-64:]:
+        raise ImageError(path, "truncated JPEG (no end-of-image marker)")
+    return fmt
+
+
+def _to_uint8(img: np.ndarray) -> np.ndarray:
+    """Linear min-max window to 8 bits (16-bit PNGs often use only 10-12 bits)."""
+    if img.dtype == np.uint8:
+        return img
+    img = img.astype(np.float32)
+    lo, hi = float(img.min()), float(img.max())
+    if hi <= lo:
+        return np.zeros(img.shape, np.uint8)
+    return np.round((img - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+
+
+def _gray(img: np.ndarray) -> np.ndarray:
+    if img.ndim == 2:
+        return img
+    channels = img.shape[2]
+    if channels == 1:
+        return img[:, :, 0]
+    if channels == 4:  # alpha carries nothing in a radiograph: drop it
+        img = img[:, :, :3]
+    return cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_BGR2GRAY)
+
+
+def _decode_raster(data: bytes, path: str | os.PathLike) -> np.ndarray:
+    flags = cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    if img is None or img.size == 0:
+        raise ImageError(path, "decoder could not read the pixels (corrupt image)")
+    # Gray conversion first, at native depth, so 16-bit precision survives the channel mix.
+    if img.dtype == np.uint16 and img.ndim == 3:
+        img = _gray(img.astype(np.float32))
+        return _to_uint8(img)
+    return _to_uint8(_gray(img))
+
+
+def _decode_dicom(path: str | os.PathLike) -> np.ndarray:
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    try:
+        ds = pydicom.dcmread(path)
+        pixels = ds.pixel_array
+    except Exception as exc:  # pydicom raises many types for broken files
+        raise ImageError(path, f"unreadable DICOM: {exc}") from None
+    if getattr(ds, "NumberOfFrames", 1) not in (None, 1) and pixels.ndim >= 3:
+        pixels = pixels[0]
+    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
+    if photometric in ("RGB", "YBR_FULL", "YBR_FULL_422"):
+        return _gray(pixels[:, :, ::-1].astype(np.uint8))
+    img = apply_modality_lut(pixels, ds)
+    if "WindowCenter" in ds or "VOILUTSequence" in ds:
+        img = apply_voi_lut(img, ds)
+    img = _to_uint8(np.asarray(img, dtype=np.float32))
+    if photometric == "MONOCHROME1":  # 0 means white: invert so bone is bright everywhere
+        img = 255 - img
+    return img
+
+
+def read_gray(path: str | os.PathLike) -> np.ndarray:
+    """Decode any supported file to a 2-D uint8 array; raises ImageError naming the problem."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ImageError(path, "file not found") from None
+    except OSError as exc:
+        raise ImageError(path, f"cannot read: {exc.strerror or exc}") from None
+    fmt = check_complete(data, path)
+    img = _decode_dicom(path) if fmt == "dicom" else _decode_raster(data, path)
+    if img.ndim != 2 or min(img.shape) < 8:
+        raise ImageError(path, f"unusable image shape {img.shape}")
+    return img
+
+
+def fit_square(gray: np.ndarray, size: int, policy: str = "resize", top_crop: float = 0.08):
+    """Crop/resize policy -> (size, size) uint8.
+
+    resize:    plain resize, aspect ratio not kept (HPML).
+    covidnet:  drop the top `top_crop` of the rows (labels, markers), then the central square
+               (COVID-Net's crop_top + central_crop).
+    letterbox: keep the aspect ratio, pad the short side with black.
+    """
+    if policy == "covidnet":
+        h, w = gray.shape
+        gray = gray[int(round(h * top_crop)) :, :]
+        h, w = gray.shape
+        side = min(h, w)
+        y, x = (h - side) // 2, (w - side) // 2
+        gray = gray[y : y + side, x : x + side]
+    elif policy == "letterbox":
+        h, w = gray.shape
+        scale = size / max(h, w)
+        nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+        small = _resize(gray, nw, nh)
+        out = np.zeros((size, size), np.uint8)
+        y, x = (size - nh) // 2, (size - nw) // 2
+        out[y : y + nh, x : x + nw] = small
+        return out
+    elif policy != "resize":
+        raise ValueError(f"unknown crop policy {policy!r} (choose from {', '.join(POLICIES)})")
+    return _resize(gray, size, size)
+
+
+def _resize(img: np.ndarray, w: int, h: int) -> np.ndarray:
+    # INTER_AREA when shrinking avoids aliasing (CXRs are 4-10x larger than the model input).
+    shrink = w < img.shape[1] or h < img.shape[0]
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def load_model_image(
+    path: str | os.PathLike, size: int, policy: str = "resize", top_crop: float = 0.08
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """The one preprocessing function: file -> (size x size uint8 gray, original (h, w))."""
+    gray = read_gray(path)
+    return fit_square(gray, size, policy, top_crop), gray.shape
+
+
+def encode(img: np.ndarray, encoding: str = "jpeg", quality: int = 95) -> bytes:
+    """Encode a model-sized grayscale image for a record."""
+    if encoding == "jpeg":
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    elif encoding == "png":
+        ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    else:
+        raise ValueError(f"unknown encoding {encoding!r}")
+    if not ok:
+        raise RuntimeError(f"OpenCV could not encode a {img.shape} image as {encoding}")
+    return buf.tobytes()

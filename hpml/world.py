@@ -1,0 +1,47 @@
+"""Who am I in the job: the one notion of rank used by every stage.
+
+Preprocessing asks MPI (mpi4py); training asks Horovod (hpml.distributed), which builds the
+same `World`. Rank never comes from environment variables: under `srun` the Open MPI ones are
+absent, and the SLURM ones lie inside an allocation shared with other steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_root(self) -> bool:
+        return self.rank == 0
+
+
+@lru_cache(maxsize=1)
+def mpi_comm():  # -> mpi4py.MPI.Comm, imported lazily: MPI_Init is not free
+    import mpi4py
+
+    # Horovod may initialise in the same process later; it needs MPI_THREAD_MULTIPLE.
+    mpi4py.rc.thread_level = "multiple"
+    from mpi4py import MPI
+
+    return MPI.COMM_WORLD
+
+
+def mpi_world() -> World:
+    comm = mpi_comm()
+    local = comm.Split_type(_shared_type(), key=comm.Get_rank())
+    world = World(comm.Get_rank(), comm.Get_size(), local.Get_rank())
+    local.Free()
+    return world
+
+
+def _shared_type() -> int:
+    from mpi4py import MPI
+
+    return MPI.COMM_TYPE_SHARED
