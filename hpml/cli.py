@@ -60,6 +60,17 @@ def cmd_covidx_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_synth(args: argparse.Namespace) -> int:
+    from preprocess.synth import synth
+
+    counts = synth(args.out, args.per_class, args.seed)
+    for source, n in counts.items():
+        print(f"{n:6d}  {args.out / source}")
+    print(f"{sum(counts.values()):6d}  images; build a split with: "
+          f"hpml covidx build --sources {args.out}/* --out SPLITDIR")  # fmt: skip
+    return 0
+
+
 def _per_class(text: str) -> dict[str, int]:
     from hpml.config import CLASSES
 
@@ -114,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--seed", type=int, default=0)
     i.add_argument("--val-fraction", type=_fraction, default=0.1)
     i.set_defaults(func=cmd_covidx_import)
+
+    syn = sub.add_parser("synth", parents=[common], help="generate a raw corpus in the 4 source layouts")
+    syn.add_argument("--out", type=Path, required=True)
+    syn.add_argument("--per-class", type=int, default=100, help="images per class")
+    syn.add_argument("--seed", type=int, default=0)
+    syn.set_defaults(func=cmd_synth)
     return parser
 
 

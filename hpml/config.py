@@ -51,9 +51,7 @@ class PreprocessConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: Literal["tiny_cnn", "resnet50v2", "resnext50", "efficientnetb4", "mobilenetv2"] = (
-        "resnet50v2"
-    )
+    backbone: Literal["tiny_cnn", "resnet50v2", "resnext50", "efficientnetb4", "mobilenetv2"] = "resnet50v2"
     head: Literal["flatten", "gap"] = "flatten"
     weights: str | None = None  # local file only: compute nodes have no internet
     dropout: float = field(default=0.0, metadata=_range(0.0, 0.95))
@@ -183,9 +181,7 @@ def _build(cls: type, raw: dict[str, Any], prefix: str, where: str) -> Any:
     for name, value in raw.items():
         key = f"{prefix}.{name}" if prefix else str(name)
         if name not in fields:
-            raise ConfigError(
-                f"{where}: unknown key '{key}' (known in this section: {', '.join(fields)})"
-            )
+            raise ConfigError(f"{where}: unknown key '{key}' (known in this section: {', '.join(fields)})")
         value = _coerce(value, hints[name], key, where)
         lo, hi = fields[name].metadata.get("min"), fields[name].metadata.get("max")
         if isinstance(value, int | float) and not isinstance(value, bool):

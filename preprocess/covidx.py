@@ -95,10 +95,11 @@ def build(sources: list[Path], out: Path, options: BuildOptions = BuildOptions()
     kept, duplicates = _dedupe(checked)
     skips = [s for scan in scans for s in scan.skips] + bad_files + duplicates
     if not kept:
+        _log_skips(skips)
+        why = Counter(_reason_kind(s.reason) for s in skips).most_common()
         raise SourceError(
-            f"no usable images in {', '.join(map(str, sources))} "
-            f"({len(skips)} rows skipped; first: {skips[0].where if skips else '-'}: "
-            f"{skips[0].reason if skips else 'no rows'})"
+            f"no usable images in {', '.join(map(str, sources))}; skipped rows: "
+            + (", ".join(f"{n} {kind}" for kind, n in why) or "none (no rows at all)")
         )
     entries = [e for e, _ in kept]
     assignment, conflicts = split_patients(
@@ -143,8 +144,9 @@ def _describe(scans, lines, skips, conflicts, kept, options, out) -> dict:
         "conflicting_label_patients": [f"{src}:{pid}" for src, pid in conflicts],
         "dropped": dict(Counter(_reason_kind(s.reason) for s in skips).most_common()),
         "skipped": [vars(s) for s in skips],
-        "sha256": {f"{x.source}/{x.filename}": digest[(x.source, x.filename)]
-                   for ls in lines.values() for x in ls},  # fmt: skip
+        "sha256": {
+            f"{x.source}/{x.filename}": digest[(x.source, x.filename)] for ls in lines.values() for x in ls
+        },  # fmt: skip
     }
 
 
@@ -192,7 +194,9 @@ def import_published(
         "counts": {s: {c: sum(x.label == c for x in ls) for c in CLASSES} for s, ls in lines.items()},
         "patients": {s: len({x.patient for x in ls}) for s, ls in lines.items()},
         "images": {s: len(ls) for s, ls in lines.items()},
-        "duplicate_lines_dropped": {"train": len(train) - len(unique_train), "test": len(test) - len(lines["test"])},
+        "duplicate_lines_dropped": {
+            "train": len(train) - len(unique_train), "test": len(test) - len(lines["test"]),
+        },
         "conflicting_label_patients": [f"{src}:{pid}" for src, pid in conflicts],
     }  # fmt: skip
     write_text_atomic(out / "split.json", json.dumps(meta, indent=1) + "\n")

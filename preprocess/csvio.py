@@ -53,18 +53,14 @@ def read_table(path: Path, required: tuple[str, ...]) -> Table:
     columns = [c.strip().lower() for c in header]
     missing = [c for c in required if c not in columns]
     if missing:
-        raise SourceError(
-            f"{path}:1: missing column(s) {', '.join(missing)}; header is {header!r}"
-        )
+        raise SourceError(f"{path}:1: missing column(s) {', '.join(missing)}; header is {header!r}")
     rows = []
     try:
         for row in reader:
             if not any(cell.strip() for cell in row):
                 continue
             if len(row) > len(columns) and any(c.strip() for c in row[len(columns) :]):
-                raise SourceError(
-                    f"{path}:{reader.line_num}: {len(row)} fields, header has {len(columns)}"
-                )
+                raise SourceError(f"{path}:{reader.line_num}: {len(row)} fields, header has {len(columns)}")
             cells = {col: (row[i].strip() if i < len(row) else "") for i, col in enumerate(columns)}
             rows.append((reader.line_num, cells))
     except csv.Error as exc:

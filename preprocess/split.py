@@ -57,9 +57,7 @@ def split_patients(
         keys = stratum.get(cls, [])
         rng.shuffle(keys)
         total = sum(len(images[k]) for k in keys)
-        wanted_test = (
-            test_per_class.get(cls, 0) if test_per_class else round(total * test_fraction)
-        )
+        wanted_test = test_per_class.get(cls, 0) if test_per_class else round(total * test_fraction)
         targets = {"test": wanted_test, "val": round(total * val_fraction)}
         filled = {"test": 0, "val": 0}
         for key in keys:

@@ -1,0 +1,56 @@
+"""Shared fixtures: the real corpus in ../shared (skipped when absent) and a synthetic one."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REAL = REPO.parent / "shared" / "data" / "cxr-real"
+MPI_ENV = {
+    "OMPI_ALLOW_RUN_AS_ROOT": "1",
+    "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+    "OMPI_MCA_rmaps_base_oversubscribe": "1",
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+}
+
+
+@pytest.fixture(scope="session")
+def real_corpus() -> Path:
+    if not REAL.is_dir():
+        pytest.skip(f"real chest X-ray corpus not present at {REAL}")
+    return REAL
+
+
+@pytest.fixture(scope="session")
+def synth_corpus(tmp_path_factory) -> Path:
+    from preprocess.synth import synth
+
+    out = tmp_path_factory.mktemp("synth")
+    synth(out, per_class=12, seed=3)
+    return out
+
+
+@pytest.fixture()
+def corpus_copy(synth_corpus, tmp_path) -> Path:
+    """A private, writable copy of the synthetic corpus for tests that damage it."""
+    dst = tmp_path / "corpus"
+    shutil.copytree(synth_corpus, dst)
+    return dst
+
+
+def hpml(*args: str, np: int = 0, timeout: float = 600, check: bool = True, **kw):
+    """Run the real `hpml` command (under `mpirun -np N` when np > 0)."""
+    cmd = [sys.executable, "-m", "hpml.cli", *map(str, args)]
+    if np:
+        cmd = ["mpirun", "-np", str(np), *cmd]
+    env = {**os.environ, **MPI_ENV, **kw.pop("env", {})}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc

@@ -1,0 +1,94 @@
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, hpml
+
+from hpml.config import ConfigError, load_config, save_config
+
+SEED = REPO / "configs" / "covidnet-resnet50v2-512.yaml"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_seed_config_reproduces_the_seed_settings():
+    cfg = load_config(SEED)
+    assert (cfg.model.backbone, cfg.model.head, cfg.data.image_size) == ("resnet50v2", "flatten", 512)
+    assert (cfg.train.lr, cfg.train.batch_size, cfg.train.epochs) == (2e-5, 8, 10)
+    assert cfg.train.class_weights == {"normal": 1.0, "pneumonia": 1.0, "COVID-19": 25.0}
+    assert cfg.model.weights is None
+
+
+def test_all_shipped_configs_load():
+    for path in (REPO / "configs").glob("*.yaml"):
+        load_config(path)
+
+
+def test_overrides_apply_in_order_and_parse_yaml_values():
+    cfg = load_config(SEED, ["train.lr=1e-4", "train.epochs=3", "model.weights=/w.h5", "train.lr=3e-4"])
+    assert cfg.train.lr == 3e-4 and cfg.train.epochs == 3 and cfg.model.weights == "/w.h5"
+    cfg = load_config(SEED, ["train.augment.flip=false", "model.weights=null"])
+    assert cfg.train.augment.flip is False and cfg.model.weights is None
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("train:\n  lrr: 0.1\n", ["train.lrr", "unknown key"]),
+        ("train:\n  lr: fast\n", ["train.lr", "'fast'", "a number"]),
+        ("train:\n  epochs: 2.5\n", ["train.epochs", "integer"]),
+        ("train:\n  epochs: 0\n", ["train.epochs", "out of range"]),
+        ("model:\n  backbone: vgg\n", ["model.backbone", "'vgg'", "resnet50v2"]),
+        ("train:\n  class_weights: {normal: 1}\n", ["train.class_weights"]),
+        ("train: [1, 2]\n", ["train", "mapping"]),
+        ("train:\n  lr: [0.1\n", ["malformed YAML"]),
+        ("- a\n- b\n", ["top level"]),
+    ],
+)
+def test_bad_config_names_key_value_and_file(tmp_path, text, words):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert str(path) in message
+    for word in words:
+        assert word in message
+
+
+def test_bad_override_names_the_option():
+    with pytest.raises(ConfigError, match=r"--set train.batch_size=big: train.batch_size"):
+        load_config(SEED, ["train.batch_size=big"])
+    with pytest.raises(ConfigError, match="unknown key 'trian'"):
+        load_config(SEED, ["trian.lr=1"])
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = load_config(SEED, ["train.lr=1e-4"])
+    save_config(cfg, tmp_path / "resolved.yaml")
+    assert load_config(tmp_path / "resolved.yaml") == cfg
+
+
+def test_cli_config_show_prints_override_and_fails_on_typo(tmp_path):
+    out = hpml("config", "show", "--config", SEED, "--set", "train.lr=1e-4").stdout
+    assert yaml.safe_load(out)["train"]["lr"] == 1e-4
+    bad = write(tmp_path, "train:\n  epochz: 3\n")
+    proc = hpml("config", "show", "--config", bad, check=False)
+    assert proc.returncode == 2
+    assert "train.epochz" in proc.stderr and str(bad) in proc.stderr
+
+
+def test_cli_help_lists_subcommands():
+    out = hpml("--help").stdout
+    for command in ("config", "covidx", "synth"):
+        assert command in out
+    for command in (["covidx", "build"], ["synth"], ["config", "show"]):
+        assert "--config" in hpml(*command, "--help").stdout
