@@ -71,6 +71,37 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_preprocess(args: argparse.Namespace) -> int:
+    from hpml.logs import setup_logging
+    from hpml.world import mpi_world
+    from preprocess.run import run
+
+    cfg = load_config(args.config, args.overrides)
+    setup_logging(mpi_world(), logging.DEBUG if args.verbose else logging.INFO)
+    split_dir = args.split_dir or _required(cfg.data.split_dir, "--split-dir", "data.split_dir")
+    out = args.out or _required(cfg.data.shards, "--out", "data.shards")
+    return run(cfg, Path(split_dir), Path(out), force=args.force)
+
+
+def cmd_shards_verify(args: argparse.Namespace) -> int:
+    from preprocess.verify import verify
+
+    problems = verify(args.shard_dir)
+    for problem in problems:
+        print(f"FAIL {problem}")
+    if problems:
+        print(f"{args.shard_dir}: {len(problems)} problem(s)")
+        return 1
+    print(f"{args.shard_dir}: all shards match the manifest")
+    return 0
+
+
+def _required(value, option: str, key: str):
+    if value is None:
+        raise ConfigError(f"give {option} or set {key} in the config")
+    return value
+
+
 def _per_class(text: str) -> dict[str, int]:
     from hpml.config import CLASSES
 
@@ -126,6 +157,18 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--val-fraction", type=_fraction, default=0.1)
     i.set_defaults(func=cmd_covidx_import)
 
+    pre = sub.add_parser("preprocess", parents=[common], help="split files -> TFRecord shards (MPI)")
+    pre.add_argument("--split-dir", type=Path, help="folder with train/val/test.txt (data.split_dir)")
+    pre.add_argument("--out", type=Path, help="shard folder (data.shards)")
+    pre.add_argument("--force", action="store_true", help="replace shards made with other settings")
+    pre.set_defaults(func=cmd_preprocess)
+
+    shards = sub.add_parser("shards", help="inspect preprocessed shards")
+    shards_sub = shards.add_subparsers(dest="action", required=True, metavar="ACTION")
+    ver = shards_sub.add_parser("verify", parents=[common], help="recompute checksums, parse every record")
+    ver.add_argument("shard_dir", type=Path)
+    ver.set_defaults(func=cmd_shards_verify)
+
     syn = sub.add_parser("synth", parents=[common], help="generate a raw corpus in the 4 source layouts")
     syn.add_argument("--out", type=Path, required=True)
     syn.add_argument("--per-class", type=int, default=100, help="images per class")
@@ -135,13 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from hpml.records import ManifestError
     from preprocess.csvio import SourceError
+    from preprocess.run import PreprocessError
 
     args = build_parser().parse_args(argv)
     setup_logging(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
     try:
         return args.func(args)
-    except (ConfigError, SourceError) as exc:
+    except (ConfigError, SourceError, PreprocessError, ManifestError) as exc:
         print(f"hpml: error: {exc}", file=sys.stderr)
         return 2
 

@@ -90,12 +90,14 @@ def _decode_raster(data: bytes, path: str | os.PathLike) -> np.ndarray:
     return _to_uint8(_gray(img))
 
 
-def _decode_dicom(path: str | os.PathLike) -> np.ndarray:
+def _decode_dicom(data: bytes, path: str | os.PathLike) -> np.ndarray:
+    import io
+
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     try:
-        ds = pydicom.dcmread(path)
+        ds = pydicom.dcmread(io.BytesIO(data))
         pixels = ds.pixel_array
     except Exception as exc:  # pydicom raises many types for broken files
         raise ImageError(path, f"unreadable DICOM: {exc}") from None
@@ -113,19 +115,26 @@ def _decode_dicom(path: str | os.PathLike) -> np.ndarray:
     return img
 
 
-def read_gray(path: str | os.PathLike) -> np.ndarray:
-    """Decode any supported file to a 2-D uint8 array; raises ImageError naming the problem."""
+def read_bytes(path: str | os.PathLike) -> bytes:
     try:
-        data = Path(path).read_bytes()
+        return Path(path).read_bytes()
     except FileNotFoundError:
         raise ImageError(path, "file not found") from None
     except OSError as exc:
         raise ImageError(path, f"cannot read: {exc.strerror or exc}") from None
+
+
+def decode_gray(data: bytes, path: str | os.PathLike = "") -> np.ndarray:
+    """Decode file bytes to a 2-D uint8 array; raises ImageError naming the problem."""
     fmt = check_complete(data, path)
-    img = _decode_dicom(path) if fmt == "dicom" else _decode_raster(data, path)
+    img = _decode_dicom(data, path) if fmt == "dicom" else _decode_raster(data, path)
     if img.ndim != 2 or min(img.shape) < 8:
         raise ImageError(path, f"unusable image shape {img.shape}")
     return img
+
+
+def read_gray(path: str | os.PathLike) -> np.ndarray:
+    return decode_gray(read_bytes(path), path)
 
 
 def fit_square(gray: np.ndarray, size: int, policy: str = "resize", top_crop: float = 0.08):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hpml.config import CLASSES
-from hpml.imaging import ImageError, check_complete
+from hpml.imaging import ImageError, check_complete, read_bytes
 from preprocess.csvio import SourceError
 from preprocess.sources import Entry, Skip, SourceScan, scan_source
 from preprocess.split import SPLITS, patient_key, split_patients
@@ -35,12 +35,7 @@ class BuildOptions:
 
 def _hash_file(path: Path) -> str:
     """sha256 of a whole, recognisable image; raises ImageError otherwise."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ImageError(path, "image file missing") from None
-    except OSError as exc:
-        raise ImageError(path, f"cannot read: {exc.strerror or exc}") from None
+    data = read_bytes(path)
     check_complete(data, path)
     return hashlib.sha256(data).hexdigest()
 

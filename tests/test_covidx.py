@@ -88,7 +88,7 @@ def test_bad_inputs_are_skipped_and_reported(corpus_copy, tmp_path):
     meta_csv.write_text(text)
     meta = build(sorted(corpus_copy.iterdir()), tmp_path / "s")
     reasons = [s["reason"] for s in meta["skipped"]]
-    for expected in ("image file missing", "truncated", "empty file", "unrecognised signature",
+    for expected in ("file not found", "truncated", "empty file", "unrecognised signature",
                      "duplicate of", "unknown finding", "not an X-ray"):  # fmt: skip
         assert any(expected in r for r in reasons), expected
     named = {s["filename"] for s in meta["skipped"]}
@@ -113,7 +113,7 @@ def test_nothing_usable_exits_non_zero_with_reason(corpus_copy, tmp_path):
     shutil.rmtree(corpus_copy / "rsna" / "stage_2_train_images")
     proc = hpml("covidx", "build", "--sources", corpus_copy / "rsna", "--out", tmp_path / "s", check=False)
     assert proc.returncode == 2
-    assert "no usable images" in proc.stderr and "image file missing" in proc.stderr
+    assert "no usable images" in proc.stderr and "file not found" in proc.stderr
 
 
 def test_latin1_csv_with_crlf_and_odd_headers(corpus_copy, tmp_path):
@@ -168,7 +168,7 @@ def test_real_corpus_build(real_corpus, tmp_path):
     # 30,142 label rows for 26,605 patients: 3,537 extra box rows collapsed.
     assert quirks["rsna"]["quirks"]["RSNA box rows collapsed (one image per patient)"] == 3537
     assert meta["dropped"]["RSNA 'No Lung Opacity / Not Normal'"] == 11787
-    assert meta["dropped"]["image file missing"] == 8818 + 6000  # labels only, no DICOMs here
+    assert meta["dropped"]["file not found"] == 8818 + 6000  # labels only, no DICOMs here
     assert meta["dropped"]["not a frontal view"] == 11  # the lateral (L) films
     assert meta["dropped"]["no finding given"] == 2  # Actualmed's unconfirmed rows
     assert sum(meta["images"].values()) == 124 - 11 + 18 - 2

@@ -1,0 +1,57 @@
+"""Who preprocesses what: split files -> work items -> a byte-balanced share per rank.
+
+File sizes vary 100x (a 13 kB JPEG next to a 4 MB PNG), and decode time follows bytes, so
+ranks are balanced by bytes with the longest-processing-time rule, not by count. The plan
+is a pure function of the inputs: every rerun with the same rank count gets the same shards.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from preprocess.splitfile import load_roots, read_split
+
+
+@dataclass(frozen=True, order=True)
+class Item:
+    split: str
+    source: str
+    filename: str
+    patient: str
+    label: str
+    path: str  # absolute
+    size: int  # bytes on disk, -1 when missing (then it is skipped and reported by a rank)
+
+
+def read_items(split_dir: Path, splits: list[str]) -> list[Item]:
+    roots = load_roots(split_dir)
+    items = []
+    for split in splits:
+        for line in read_split(split_dir / f"{split}.txt"):
+            root = roots.get(line.source)
+            if root is None:
+                raise ValueError(f"{split_dir / split}.txt: source {line.source!r} not in split.json roots")
+            path = root / line.filename
+            try:
+                size = os.stat(path).st_size
+            except OSError:
+                size = -1
+            items.append(Item(split, line.source, line.filename, line.patient, line.label, str(path), size))
+    return items
+
+
+def assign(items: list[Item], ranks: int) -> list[list[Item]]:
+    """Longest-processing-time first: biggest file to the least loaded rank (ties: lowest rank).
+
+    Each rank's share comes back sorted by (split, source, filename) so shards are stable.
+    """
+    heap = [(0, r) for r in range(ranks)]
+    shares: list[list[Item]] = [[] for _ in range(ranks)]
+    for item in sorted(items, key=lambda it: (-max(it.size, 0), it)):
+        load, rank = heapq.heappop(heap)
+        shares[rank].append(item)
+        heapq.heappush(heap, (load + max(item.size, 1), rank))
+    return [sorted(share) for share in shares]

@@ -1,0 +1,121 @@
+"""One rank's TFRecord shards for one split, written crash-safe and resumable.
+
+A shard is written under a hidden temporary name and renamed when complete; then its
+journal entry (.journal/<shard>.json: items, counts, bytes, sha256, config hash) is written
+atomically. A rerun walks the same item sequence and reuses every shard whose journal entry
+lists exactly the next items, under the same config, with a file whose sha256 still matches.
+So a crash never leaves a shard that looks whole, and finished shards are never rewritten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from hpml.records import JOURNAL, file_sha256, shard_name, write_json_atomic
+from preprocess.plan import Item
+
+
+def item_key(item: Item) -> str:
+    return f"{item.source}/{item.filename}"
+
+
+def read_journal(out: Path, name: str) -> dict[str, Any] | None:
+    try:
+        return json.loads((out / JOURNAL / f"{name}.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+class ShardWriter:
+    """Feeds records into size-limited shards `<split>-<rank>-<k>`; see module docstring."""
+
+    def __init__(self, out: Path, split: str, rank: int, limit_bytes: int, gzip: bool, config_hash: str):
+        self.out, self.split, self.rank = out, split, rank
+        self.limit, self.gzip, self.config_hash = limit_bytes, gzip, config_hash
+        self.index = 0
+        self.entries: list[dict[str, Any]] = []  # completed shards (reused or written)
+        self.reused = 0
+        self._writer = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self._keys: list[str] = []
+        self._skipped: list[dict[str, str]] = []
+        self._classes: Counter[str] = Counter()
+        self._bytes = 0
+
+    @property
+    def name(self) -> str:
+        return shard_name(self.split, self.rank, self.index, self.gzip)
+
+    def resume(self, items: list[Item]) -> int:
+        """Reuse complete shards from an earlier run; returns how many items they cover."""
+        done = 0
+        while True:
+            entry = read_journal(self.out, self.name)
+            if not entry or entry.get("config_hash") != self.config_hash:
+                return done
+            listed = entry["items"] + [s["item"] for s in entry["skipped"]]
+            upcoming = {item_key(it) for it in items[done : done + len(listed)]}
+            path = self.out / self.name
+            if set(listed) != upcoming or not path.is_file() or path.stat().st_size != entry["bytes"]:
+                return done
+            if file_sha256(path) != entry["sha256"]:
+                return done
+            self.entries.append(entry)
+            self.reused += 1
+            self.index += 1
+            done += len(listed)
+
+    def add(self, item: Item, record: bytes) -> None:
+        if self._writer is None:
+            import tensorflow as tf
+
+            options = tf.io.TFRecordOptions(compression_type="GZIP" if self.gzip else "")
+            self._tmp = self.out / f".{self.name}.tmp"
+            self._writer = tf.io.TFRecordWriter(str(self._tmp), options)
+        self._writer.write(record)
+        self._keys.append(item_key(item))
+        self._classes[item.label] += 1
+        self._bytes += len(record) + 16  # TFRecord framing: length, two CRCs
+        if self._bytes >= self.limit:
+            self.close_shard()
+
+    def skip(self, item: Item, reason: str, rank: int) -> None:
+        self._skipped.append({"item": item_key(item), "path": item.path, "reason": reason, "rank": rank})
+
+    def close_shard(self) -> None:
+        """Finish the open shard (also one holding only skipped items, as an empty file)."""
+        if self._writer is None and not self._skipped:
+            return
+        if self._writer is None:  # only skips: an empty shard keeps the journal sequence whole
+            import tensorflow as tf
+
+            self._tmp = self.out / f".{self.name}.tmp"
+            self._writer = tf.io.TFRecordWriter(str(self._tmp))
+        self._writer.close()  # flushes; raises on a full disk
+        self._writer = None
+        with open(self._tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        final = self.out / self.name
+        os.replace(self._tmp, final)
+        entry = {
+            "file": self.name,
+            "split": self.split,
+            "rank": self.rank,
+            "count": len(self._keys),
+            "classes": dict(sorted(self._classes.items())),
+            "bytes": final.stat().st_size,
+            "sha256": file_sha256(final),
+            "items": self._keys,
+            "skipped": self._skipped,
+            "config_hash": self.config_hash,
+        }
+        write_json_atomic(self.out / JOURNAL / f"{self.name}.json", entry)
+        self.entries.append(entry)
+        self.index += 1
+        self._reset()
