@@ -96,6 +96,15 @@ def cmd_shards_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_preprocess(args: argparse.Namespace) -> int:
+    from preprocess.bench import bench
+
+    cfg = load_config(args.config, args.overrides)
+    split_dir = args.split_dir or _required(cfg.data.split_dir, "--split-dir", "data.split_dir")
+    bench(cfg, Path(split_dir), args.ranks, args.config, args.overrides)
+    return 0
+
+
 def _required(value, option: str, key: str):
     if value is None:
         raise ConfigError(f"give {option} or set {key} in the config")
@@ -168,6 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
     ver = shards_sub.add_parser("verify", parents=[common], help="recompute checksums, parse every record")
     ver.add_argument("shard_dir", type=Path)
     ver.set_defaults(func=cmd_shards_verify)
+
+    bench = sub.add_parser("bench", help="measure throughput (prints images/s and ratios)")
+    bench_sub = bench.add_subparsers(dest="action", required=True, metavar="WHAT")
+    bp = bench_sub.add_parser("preprocess", parents=[common], help="bare OpenCV loop vs 1 vs N ranks")
+    bp.add_argument("--split-dir", type=Path, help="the image set: a split folder (data.split_dir)")
+    bp.add_argument("--ranks", type=int, default=2)
+    bp.set_defaults(func=cmd_bench_preprocess)
 
     syn = sub.add_parser("synth", parents=[common], help="generate a raw corpus in the 4 source layouts")
     syn.add_argument("--out", type=Path, required=True)

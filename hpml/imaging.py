@@ -60,11 +60,12 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
     """Linear min-max window to 8 bits (16-bit PNGs often use only 10-12 bits)."""
     if img.dtype == np.uint8:
         return img
-    img = img.astype(np.float32)
-    lo, hi = float(img.min()), float(img.max())
+    if img.dtype not in (np.uint16, np.float32):
+        img = img.astype(np.float32)
+    lo, hi, _, _ = cv2.minMaxLoc(img)
     if hi <= lo:
         return np.zeros(img.shape, np.uint8)
-    return np.round((img - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+    return cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX, dtype=cv2.CV_8U)
 
 
 def _gray(img: np.ndarray) -> np.ndarray:
@@ -78,16 +79,23 @@ def _gray(img: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_BGR2GRAY)
 
 
-def _decode_raster(data: bytes, path: str | os.PathLike) -> np.ndarray:
-    flags = cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+def _wants_native_depth(data: bytes, fmt: str) -> bool:
+    """16-bit PNGs must be decoded as stored: OpenCV's 8-bit path keeps only the high byte."""
+    return fmt == "png" and len(data) > 24 and data[24] == 16  # IHDR bit depth
+
+
+def _decode_raster(data: bytes, path: str | os.PathLike, fmt: str) -> np.ndarray:
+    buf = np.frombuffer(data, np.uint8)
+    if _wants_native_depth(data, fmt):
+        img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+        if img is not None and img.ndim == 3:  # mix channels at full precision first
+            img = _gray(img.astype(np.float32))
+    else:
+        # The decoder's own gray output: libjpeg skips chroma upsampling, ~2x faster on RGB.
+        img = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION)
     if img is None or img.size == 0:
         raise ImageError(path, "decoder could not read the pixels (corrupt image)")
-    # Gray conversion first, at native depth, so 16-bit precision survives the channel mix.
-    if img.dtype == np.uint16 and img.ndim == 3:
-        img = _gray(img.astype(np.float32))
-        return _to_uint8(img)
-    return _to_uint8(_gray(img))
+    return _to_uint8(img)
 
 
 def _decode_dicom(data: bytes, path: str | os.PathLike) -> np.ndarray:
@@ -127,7 +135,7 @@ def read_bytes(path: str | os.PathLike) -> bytes:
 def decode_gray(data: bytes, path: str | os.PathLike = "") -> np.ndarray:
     """Decode file bytes to a 2-D uint8 array; raises ImageError naming the problem."""
     fmt = check_complete(data, path)
-    img = _decode_dicom(data, path) if fmt == "dicom" else _decode_raster(data, path)
+    img = _decode_dicom(data, path) if fmt == "dicom" else _decode_raster(data, path, fmt)
     if img.ndim != 2 or min(img.shape) < 8:
         raise ImageError(path, f"unusable image shape {img.shape}")
     return img

@@ -28,6 +28,7 @@ from preprocess.shard_writer import ShardWriter
 
 log = logging.getLogger(__name__)
 ABORT_CODE = 3
+REPORT = "preprocess-report.json"
 
 
 class PreprocessError(Exception):
@@ -172,22 +173,28 @@ def run(cfg: Config, split_dir: Path, out: Path, force: bool = False) -> int:
     try:
         result = _process_share(share, cfg, out, chash, world, progress)
     except Exception as exc:  # cannot write: nothing sensible to continue with on any rank
-        log.critical("rank %d cannot continue: %s: %s; aborting all ranks", world.rank, type(exc).__name__, exc)
+        log.critical(
+            "rank %d cannot continue: %s: %s; aborting all ranks", world.rank, type(exc).__name__, exc
+        )
         sys.stderr.flush()
         comm.Abort(ABORT_CODE)
     progress.finish()
     results = comm.gather(result, root=0)
     if world.is_root:
         manifest = _write_manifest(cfg, split_dir, out, chash, splits, results)
-        _summarise(results, time.monotonic() - t0, manifest, world)
+        _summarise(results, time.monotonic() - t0, manifest, world, out)
     comm.Barrier()
     return 0
 
 
 def _write_manifest(cfg, split_dir, out, chash, splits, results) -> dict[str, Any]:
     entries = sorted((e for r in results for e in r["entries"]), key=lambda e: e["file"])
-    shards = [{k: e[k] for k in ("file", "split", "rank", "count", "classes", "bytes", "sha256")} for e in entries]
-    skipped = sorted(({"split": e["split"], **s} for e in entries for s in e["skipped"]), key=lambda s: s["item"])
+    shards = [
+        {k: e[k] for k in ("file", "split", "rank", "count", "classes", "bytes", "sha256")} for e in entries
+    ]
+    skipped = sorted(
+        ({"split": e["split"], **s} for e in entries for s in e["skipped"]), key=lambda s: s["item"]
+    )
     totals: dict[str, Any] = {}
     for split in splits:
         mine = [e for e in entries if e["split"] == split]
@@ -209,10 +216,16 @@ def _write_manifest(cfg, split_dir, out, chash, splits, results) -> dict[str, An
     return manifest
 
 
-def _summarise(results, seconds: float, manifest: dict[str, Any], world: World) -> None:
+def _summarise(results, seconds: float, manifest: dict[str, Any], world: World, out: Path) -> None:
     stats = [r["stats"] for r in results]
     images = sum(s["images"] for s in stats)
-    lines = [f"{'rank':>4} {'images':>7} {'skipped':>7} {'reused':>6} {'MB in':>8} {'MB out':>7} {'img/s':>7}"]
+    # Timings change every run, so they live beside the (deterministic) manifest, not in it.
+    report = {"ranks": world.size, "seconds": seconds, "images": images, "per_rank": stats,
+              "images_per_second": images / max(seconds, 1e-9), "skipped": len(manifest["skipped"])}  # fmt: skip
+    write_json_atomic(out / REPORT, report)
+    lines = [
+        f"{'rank':>4} {'images':>7} {'skipped':>7} {'reused':>6} {'MB in':>8} {'MB out':>7} {'img/s':>7}"
+    ]
     for s in stats:
         rate = s["images"] / s["seconds"] if s["seconds"] > 0 else 0.0
         lines.append(f"{s['rank']:>4} {s['images']:>7} {s['skipped']:>7} {s['reused']:>6} "

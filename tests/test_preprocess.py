@@ -39,7 +39,9 @@ def records(shard_dir):
     for shard in manifest["shards"]:
         for raw in tf.data.TFRecordDataset(str(shard_dir / shard["file"])):
             rec = parse(raw)
-            out.add((rec["filename"].numpy().decode(), rec["label_name"].numpy().decode(), rec["image"].numpy()))
+            out.add(
+                (rec["filename"].numpy().decode(), rec["label_name"].numpy().decode(), rec["image"].numpy())
+            )
     return out
 
 
@@ -146,7 +148,11 @@ def test_bad_and_odd_images_with_two_ranks(tmp_path):
     (root / "metadata.csv").write_text("Patientid,finding,view,modality,filename\n".replace(
         "Patientid,finding,view,modality,filename", "Patientid,offset,sex,age,finding,survival,view,"
         "modality,date,location,filename,doi,url,license,clinical notes,other notes,") + "".join(rows))  # fmt: skip
-    build([root], tmp_path / "split", __import__("preprocess.covidx").covidx.BuildOptions(val_fraction=0, test_fraction=0))
+    build(
+        [root],
+        tmp_path / "split",
+        __import__("preprocess.covidx").covidx.BuildOptions(val_fraction=0, test_fraction=0),
+    )
     # ...and damaged afterwards, as happens on shared storage between the two stages.
     (root / "images" / "truncated.png").write_bytes(good[: len(good) // 2])
     (root / "images" / "empty.png").write_bytes(b"")
