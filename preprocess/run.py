@@ -164,8 +164,9 @@ def run(cfg: Config, split_dir: Path, out: Path, force: bool = False) -> int:
     chash, splits, shares = verdict
     share = shares[world.rank]
     total = sum(len(s) for s in shares)
+    share_mb = sum(max(i.size, 0) for i in share) / 1e6
     log.info("%d images in %s over %d rank(s); this rank: %d images, %.1f MB",
-             total, "/".join(splits), world.size, len(share), sum(max(i.size, 0) for i in share) / 1e6)  # fmt: skip
+             total, "/".join(splits), world.size, len(share), share_mb)  # fmt: skip
     import tensorflow  # noqa: F401  (the record writer's import, kept out of the timings)
 
     t0 = time.monotonic()
@@ -221,7 +222,8 @@ def _summarise(results, seconds: float, manifest: dict[str, Any], world: World, 
     images = sum(s["images"] for s in stats)
     # Timings change every run, so they live beside the (deterministic) manifest, not in it.
     report = {"ranks": world.size, "seconds": seconds, "images": images, "per_rank": stats,
-              "images_per_second": images / max(seconds, 1e-9), "skipped": len(manifest["skipped"])}  # fmt: skip
+              "images_per_second": images / max(seconds, 1e-9),
+              "skipped": len(manifest["skipped"])}  # fmt: skip
     write_json_atomic(out / REPORT, report)
     lines = [
         f"{'rank':>4} {'images':>7} {'skipped':>7} {'reused':>6} {'MB in':>8} {'MB out':>7} {'img/s':>7}"

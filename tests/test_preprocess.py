@@ -11,11 +11,11 @@ import cv2
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import MPI_ENV, REPO, hpml
+
 from hpml.records import parse_fn
-from preprocess.covidx import build
-from preprocess.synth import _write_dicom, synth
+from preprocess.covidx import BuildOptions, build
+from preprocess.synth import IEEE_HEADER, _write_dicom, synth
 from preprocess.verify import verify
 
 DEMO = REPO / "configs" / "demo.yaml"
@@ -142,17 +142,10 @@ def odd_source(root):
 def test_bad_and_odd_images_with_two_ranks(tmp_path):
     root = tmp_path / "odd"
     rows, good = odd_source(root)
-    (root / "images" / "truncated.png").write_bytes(good)  # whole during the build...
-    (root / "images" / "empty.png").write_bytes(good[:-1] + b"\x00")
-    (root / "images" / "text.png").write_bytes(good + b"\x00")
-    (root / "metadata.csv").write_text("Patientid,finding,view,modality,filename\n".replace(
-        "Patientid,finding,view,modality,filename", "Patientid,offset,sex,age,finding,survival,view,"
-        "modality,date,location,filename,doi,url,license,clinical notes,other notes,") + "".join(rows))  # fmt: skip
-    build(
-        [root],
-        tmp_path / "split",
-        __import__("preprocess.covidx").covidx.BuildOptions(val_fraction=0, test_fraction=0),
-    )
+    for name in ("truncated.png", "empty.png", "text.png"):
+        (root / "images" / name).write_bytes(good)  # whole during the build...
+    (root / "metadata.csv").write_text(",".join(IEEE_HEADER) + "\n" + "".join(rows))
+    build([root], tmp_path / "split", BuildOptions(val_fraction=0, test_fraction=0))
     # ...and damaged afterwards, as happens on shared storage between the two stages.
     (root / "images" / "truncated.png").write_bytes(good[: len(good) // 2])
     (root / "images" / "empty.png").write_bytes(b"")
