@@ -142,8 +142,8 @@ def odd_source(root):
 def test_bad_and_odd_images_with_two_ranks(tmp_path):
     root = tmp_path / "odd"
     rows, good = odd_source(root)
-    for name in ("truncated.png", "empty.png", "text.png"):
-        (root / "images" / name).write_bytes(good)  # whole during the build...
+    for i, name in enumerate(("truncated.png", "empty.png", "text.png")):
+        (root / "images" / name).write_bytes(good + bytes(i))  # whole (and unique) at build time...
     (root / "metadata.csv").write_text(",".join(IEEE_HEADER) + "\n" + "".join(rows))
     build([root], tmp_path / "split", BuildOptions(val_fraction=0, test_fraction=0))
     # ...and damaged afterwards, as happens on shared storage between the two stages.
