@@ -53,9 +53,7 @@ def cmd_covidx_import(args: argparse.Namespace) -> int:
     from preprocess.covidx import BuildOptions, import_published, summary_table
 
     options = BuildOptions(seed=args.seed, val_fraction=args.val_fraction)
-    meta = import_published(
-        args.train_file, args.test_file, args.train_images, args.test_images, args.out, options
-    )
+    meta = import_published(args.train_file, args.test_file, args.train_images, args.test_images, args.out, options)
     print(summary_table(meta))
     return 0
 
@@ -103,6 +101,17 @@ def cmd_bench_preprocess(args: argparse.Namespace) -> int:
     split_dir = args.split_dir or _required(cfg.data.split_dir, "--split-dir", "data.split_dir")
     bench(cfg, Path(split_dir), args.ranks, args.config, args.overrides)
     return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from hpml import distributed
+    from hpml.train import train
+
+    cfg = load_config(args.config, args.overrides)
+    shards = args.shards or _required(cfg.data.shards, "--shards", "data.shards")
+    world = distributed.init()
+    setup_logging(world, logging.DEBUG if args.verbose else logging.INFO)
+    return train(cfg, Path(shards), args.run_dir)
 
 
 def _required(value, option: str, key: str):
@@ -177,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
     ver = shards_sub.add_parser("verify", parents=[common], help="recompute checksums, parse every record")
     ver.add_argument("shard_dir", type=Path)
     ver.set_defaults(func=cmd_shards_verify)
+
+    tr = sub.add_parser("train", parents=[common], help="Horovod data-parallel training from the shards")
+    tr.add_argument("--shards", type=Path, help="preprocessed shard folder (data.shards)")
+    tr.add_argument("--run-dir", type=Path, required=True, help="run folder; an existing one resumes")
+    tr.set_defaults(func=cmd_train)
 
     bench = sub.add_parser("bench", help="measure throughput (prints images/s and ratios)")
     bench_sub = bench.add_subparsers(dest="action", required=True, metavar="WHAT")

@@ -76,9 +76,7 @@ class TrainConfig:
     lr_scaling: Literal["linear", "sqrt", "none"] = "linear"
     base_batch: int = field(default=8, metadata=_range(1, 65_536))  # batch that `lr` is for
     warmup_epochs: float = field(default=0.0, metadata=_range(0.0, 1000.0))
-    class_weights: dict[str, float] = field(
-        default_factory=lambda: {"normal": 1.0, "pneumonia": 1.0, "COVID-19": 1.0}
-    )
+    class_weights: dict[str, float] = field(default_factory=lambda: {"normal": 1.0, "pneumonia": 1.0, "COVID-19": 1.0})
     covid_percent: float | None = field(default=None, metadata=_range(0.0, 1.0))
     steps_per_epoch: int | None = field(default=None, metadata=_range(1, 10_000_000))
     plateau_factor: float = field(default=0.7, metadata=_range(0.0, 1.0))
@@ -196,8 +194,7 @@ def _check(cfg: Config, where: str) -> None:
     weights = cfg.train.class_weights
     if set(weights) != set(CLASSES):
         raise ConfigError(
-            f"{where}: train.class_weights: needs exactly the classes {list(CLASSES)}, "
-            f"got {sorted(weights)}"
+            f"{where}: train.class_weights: needs exactly the classes {list(CLASSES)}, " f"got {sorted(weights)}"
         )
     if any(w < 0 for w in weights.values()):
         raise ConfigError(f"{where}: train.class_weights: weights must be >= 0, got {weights}")

@@ -18,9 +18,7 @@ _FORMAT = "%(asctime)s [{rank}/{size}] %(levelname)s %(name)s: %(message)s"
 def setup_logging(world: World = World(), level: int | str = logging.INFO) -> None:
     """Route the `hpml` loggers to stderr, each line stamped with time, rank/size and level."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        logging.Formatter(_FORMAT.format(rank=world.rank, size=world.size), "%Y-%m-%d %H:%M:%S")
-    )
+    handler.setFormatter(logging.Formatter(_FORMAT.format(rank=world.rank, size=world.size), "%Y-%m-%d %H:%M:%S"))
     for name in ("hpml", "preprocess"):
         log = logging.getLogger(name)
         log.handlers[:] = [handler]

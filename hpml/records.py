@@ -59,8 +59,7 @@ def parse_fn():
     import tensorflow as tf
 
     spec = {
-        name: tf.io.FixedLenFeature([], tf.int64 if kind == "int" else tf.string)
-        for name, (kind, _) in FIELDS.items()
+        name: tf.io.FixedLenFeature([], tf.int64 if kind == "int" else tf.string) for name, (kind, _) in FIELDS.items()
     }
 
     def parse(serialized):
@@ -101,7 +100,5 @@ def load_manifest(shard_dir: str | os.PathLike) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise ManifestError(f"{path}: unreadable manifest: {exc}") from None
     if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise ManifestError(
-            f"{path}: schema version {manifest.get('schema_version')!r}, expected {SCHEMA_VERSION}"
-        )
+        raise ManifestError(f"{path}: schema version {manifest.get('schema_version')!r}, expected {SCHEMA_VERSION}")
     return manifest

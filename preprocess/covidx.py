@@ -115,8 +115,7 @@ def build(sources: list[Path], out: Path, options: BuildOptions = BuildOptions()
 def _describe(scans, lines, skips, conflicts, kept, options, out) -> dict:
     digest = {(e.source, e.filename): d for e, d in kept}
     counts = {
-        split: {c: dict(Counter(x.source for x in ls if x.label == c)) for c in CLASSES}
-        for split, ls in lines.items()
+        split: {c: dict(Counter(x.source for x in ls if x.label == c)) for c in CLASSES} for split, ls in lines.items()
     }
     return {
         "seed": options.seed,

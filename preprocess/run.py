@@ -174,9 +174,7 @@ def run(cfg: Config, split_dir: Path, out: Path, force: bool = False) -> int:
     try:
         result = _process_share(share, cfg, out, chash, world, progress)
     except Exception as exc:  # cannot write: nothing sensible to continue with on any rank
-        log.critical(
-            "rank %d cannot continue: %s: %s; aborting all ranks", world.rank, type(exc).__name__, exc
-        )
+        log.critical("rank %d cannot continue: %s: %s; aborting all ranks", world.rank, type(exc).__name__, exc)
         sys.stderr.flush()
         comm.Abort(ABORT_CODE)
     progress.finish()
@@ -190,12 +188,8 @@ def run(cfg: Config, split_dir: Path, out: Path, force: bool = False) -> int:
 
 def _write_manifest(cfg, split_dir, out, chash, splits, results) -> dict[str, Any]:
     entries = sorted((e for r in results for e in r["entries"]), key=lambda e: e["file"])
-    shards = [
-        {k: e[k] for k in ("file", "split", "rank", "count", "classes", "bytes", "sha256")} for e in entries
-    ]
-    skipped = sorted(
-        ({"split": e["split"], **s} for e in entries for s in e["skipped"]), key=lambda s: s["item"]
-    )
+    shards = [{k: e[k] for k in ("file", "split", "rank", "count", "classes", "bytes", "sha256")} for e in entries]
+    skipped = sorted(({"split": e["split"], **s} for e in entries for s in e["skipped"]), key=lambda s: s["item"])
     totals: dict[str, Any] = {}
     for split in splits:
         mine = [e for e in entries if e["split"] == split]
@@ -225,9 +219,7 @@ def _summarise(results, seconds: float, manifest: dict[str, Any], world: World, 
               "images_per_second": images / max(seconds, 1e-9),
               "skipped": len(manifest["skipped"])}  # fmt: skip
     write_json_atomic(out / REPORT, report)
-    lines = [
-        f"{'rank':>4} {'images':>7} {'skipped':>7} {'reused':>6} {'MB in':>8} {'MB out':>7} {'img/s':>7}"
-    ]
+    lines = [f"{'rank':>4} {'images':>7} {'skipped':>7} {'reused':>6} {'MB in':>8} {'MB out':>7} {'img/s':>7}"]
     for s in stats:
         rate = s["images"] / s["seconds"] if s["seconds"] > 0 else 0.0
         lines.append(f"{s['rank']:>4} {s['images']:>7} {s['skipped']:>7} {s['reused']:>6} "

@@ -160,9 +160,7 @@ def _scan_rsna(root: Path, layout: str) -> SourceScan:
         elif (kind := next(iter(kinds))) not in _RSNA_CLASS:
             scan.skips.append(Skip(scan.name, where, f"unknown RSNA class {kind!r}", name))
         elif (targets[pid] == {"1"}) != (kind == "lung opacity"):
-            scan.skips.append(
-                Skip(scan.name, where, f"Target {targets[pid]} disagrees with class {kind!r}", name)
-            )
+            scan.skips.append(Skip(scan.name, where, f"Target {targets[pid]} disagrees with class {kind!r}", name))
         else:
             scan.entries.append(Entry(scan.name, pid, name, _RSNA_CLASS[kind]))
     return scan

@@ -52,9 +52,7 @@ def read_split(path: Path, default_source: str = "") -> list[SplitLine]:
     except (OSError, UnicodeDecodeError) as exc:
         raise SourceError(f"{path}: cannot read: {exc}") from None
     return [
-        parse_line(line, f"{path}:{n}", default_source)
-        for n, line in enumerate(text.splitlines(), 1)
-        if line.strip()
+        parse_line(line, f"{path}:{n}", default_source) for n, line in enumerate(text.splitlines(), 1) if line.strip()
     ]
 
 

@@ -80,9 +80,7 @@ def _write_raster(path: Path, img: np.ndarray, kind: str) -> None:
     elif kind == "png":
         ok, buf = cv2.imencode(".png", _u8(img))
     elif kind == "rgbjpeg":
-        ok, buf = cv2.imencode(
-            ".jpg", cv2.cvtColor(_u8(img), cv2.COLOR_GRAY2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90]
-        )
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(_u8(img), cv2.COLOR_GRAY2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
     elif kind == "cmyk":
         from PIL import Image as PILImage
 

@@ -157,9 +157,7 @@ def test_import_published_covidx_files(tmp_path):
 
 
 def test_real_corpus_build(real_corpus, tmp_path):
-    sources = [
-        real_corpus / d for d in ("covid-chestxray-dataset", "Actualmed-COVID-chestxray-dataset", "rsna")
-    ]
+    sources = [real_corpus / d for d in ("covid-chestxray-dataset", "Actualmed-COVID-chestxray-dataset", "rsna")]
     meta = build(sources, tmp_path / "s", BuildOptions(seed=0))
     assert_leak_free(tmp_path / "s")
     quirks = meta["sources"]

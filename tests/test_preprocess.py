@@ -39,9 +39,7 @@ def records(shard_dir):
     for shard in manifest["shards"]:
         for raw in tf.data.TFRecordDataset(str(shard_dir / shard["file"])):
             rec = parse(raw)
-            out.add(
-                (rec["filename"].numpy().decode(), rec["label_name"].numpy().decode(), rec["image"].numpy())
-            )
+            out.add((rec["filename"].numpy().decode(), rec["label_name"].numpy().decode(), rec["image"].numpy()))
     return out
 
 

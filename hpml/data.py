@@ -1,0 +1,173 @@
+"""tf.data from the shards: the training stream and the evaluation stream.
+
+Training: shard list shuffled with one seed on every rank, then split by rank -> parallel
+interleave -> shuffle -> parse -> optional COVID-Net class balancing -> (skip what a resumed
+run already consumed) -> decode + augment -> fixed-size batches -> prefetch. The stream is
+infinite and deterministic for a seed: every rank runs exactly `steps_per_epoch` steps, and a
+resumed run continues at the same record. Augmentation uses stateless ops keyed by the
+record's position, so it too replays identically.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+from pathlib import Path
+
+import tensorflow as tf
+
+from hpml.config import CLASSES, Config
+from hpml.records import file_sha256, load_manifest, parse_fn
+from hpml.world import World
+
+log = logging.getLogger(__name__)
+AUTOTUNE = tf.data.AUTOTUNE
+COVID = CLASSES.index("COVID-19")
+
+
+def to_model_input(image_bytes: tf.Tensor, size: int) -> tf.Tensor:
+    """Encoded 1-channel image -> float32 [size, size, 3] in [0, 1].
+
+    The one place where gray becomes the 3 channels ImageNet-style backbones expect;
+    training, evaluation and prediction all go through it.
+    """
+    img = tf.io.decode_image(image_bytes, channels=1, expand_animations=False)
+    img = tf.image.convert_image_dtype(img, tf.float32)
+    img = tf.image.resize(img, [size, size]) if img.shape[0] != size else img
+    img = tf.ensure_shape(img, [size, size, 1])
+    return tf.image.grayscale_to_rgb(img)
+
+
+def augment(img: tf.Tensor, aug, seed: tf.Tensor) -> tf.Tensor:
+    """Rotation, shift, zoom (one affine warp), flip, brightness; stateless, keyed by `seed`."""
+    size = tf.cast(tf.shape(img)[0], tf.float32)
+    u = tf.random.stateless_uniform([6], seed, -1.0, 1.0)
+    angle = u[0] * aug.rotation * 3.14159265 / 180.0
+    zoom = 1.0 + u[1] * aug.zoom
+    tx, ty = u[2] * aug.shift * size, u[3] * aug.shift * size
+    if aug.rotation or aug.zoom or aug.shift:
+        c, s = tf.cos(angle) / zoom, tf.sin(angle) / zoom
+        center = size / 2.0
+        # Output pixel (x, y) samples input (a0 x + a1 y + a2, b0 x + b1 y + b2).
+        a2 = center - c * center + s * center - tx
+        b2 = center - s * center - c * center - ty
+        transform = tf.stack([c, -s, a2, s, c, b2, 0.0, 0.0])[tf.newaxis]
+        img = tf.raw_ops.ImageProjectiveTransformV3(
+            images=img[tf.newaxis], transforms=transform, output_shape=tf.shape(img)[:2],
+            fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT",
+        )[0]  # fmt: skip
+    if aug.flip:
+        img = tf.where(u[4] > 0.0, tf.image.flip_left_right(img), img)
+    if aug.brightness:
+        img = img * (1.0 + u[5] * aug.brightness)
+    return tf.clip_by_value(img, 0.0, 1.0)
+
+
+def shard_files(shard_dir: Path, split: str) -> list[str]:
+    manifest = load_manifest(shard_dir)
+    files = sorted(str(shard_dir / s["file"]) for s in manifest["shards"] if s["split"] == split)
+    return files
+
+
+def split_count(shard_dir: Path, split: str) -> int:
+    totals = load_manifest(shard_dir)["totals"]
+    if split not in totals:
+        raise ValueError(f"{shard_dir}: no {split!r} split in the manifest (has {', '.join(totals)})")
+    return totals[split]["count"]
+
+
+def _records(files: list[str]) -> tf.data.Dataset:
+    compression = "GZIP" if files and files[0].endswith(".gz") else ""
+    return tf.data.TFRecordDataset(files, compression_type=compression, num_parallel_reads=None)
+
+
+def train_dataset(
+    shard_dir: Path, cfg: Config, world: World, epoch: int, start_step: int, steps: int
+) -> tf.data.Dataset:
+    """This rank's batches `start_step..steps` of `epoch`; the same every time it is asked."""
+    t = cfg.train
+    files = shard_files(shard_dir, "train")
+    if not files:
+        raise ValueError(f"{shard_dir}: no train shards")
+    seed = t.seed * 100_003 + epoch  # a new order each epoch, reproducible on resume
+    random.Random(seed).shuffle(files)  # the same order on every rank, then split by rank
+    by_file = len(files) >= world.size
+    if by_file:
+        files = files[world.rank :: world.size]
+    compression = "GZIP" if files[0].endswith(".gz") else ""
+    ds = tf.data.Dataset.from_tensor_slices(files).repeat()  # never runs dry: steps are fixed
+    ds = ds.interleave(
+        lambda f: tf.data.TFRecordDataset(f, compression_type=compression),
+        cycle_length=min(4, len(files)), num_parallel_calls=AUTOTUNE, deterministic=True,
+    )  # fmt: skip
+    if not by_file:  # fewer shards than ranks: split by record instead
+        ds = ds.shard(world.size, world.rank)
+    rank_seed = seed * 1_009 + world.rank
+    ds = ds.shuffle(1024, seed=rank_seed)
+    parse = parse_fn()
+    ds = ds.map(lambda r: (lambda x: (x["image"], x["label"]))(parse(r)), num_parallel_calls=AUTOTUNE)
+    if t.covid_percent is not None:  # COVID-Net: a fixed share of COVID-19 images per batch
+        covid = ds.filter(lambda _, y: tf.equal(y, COVID)).repeat()
+        other = ds.filter(lambda _, y: tf.not_equal(y, COVID)).repeat()
+        ds = tf.data.Dataset.sample_from_datasets(
+            [other, covid], [1.0 - t.covid_percent, t.covid_percent], seed=rank_seed
+        )
+    size, aug = cfg.data.image_size, t.augment
+    augmenting = aug.rotation or aug.shift or aug.zoom or aug.flip or aug.brightness
+    # Skip what a preempted run already trained on before paying for any decode.
+    ds = ds.take(steps * t.batch_size).enumerate().skip(start_step * t.batch_size)
+
+    def prepare(i, x):
+        img = to_model_input(x[0], size)
+        if augmenting:
+            img = augment(img, aug, tf.stack([tf.constant(rank_seed, tf.int64), i]))
+        return img, x[1]
+
+    ds = ds.map(prepare, num_parallel_calls=AUTOTUNE, deterministic=True)
+    return ds.batch(t.batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+
+
+def eval_dataset(shard_dir: Path, split: str, cfg: Config, batch_size: int, world: World | None = None,
+                 with_meta: bool = False) -> tf.data.Dataset:  # fmt: skip
+    """Every record of `split` once, in manifest order (only this rank's files if `world`)."""
+    files = shard_files(shard_dir, split)
+    if world is not None:
+        files = files[world.rank :: world.size]
+    parse = parse_fn()
+    size = cfg.data.image_size
+
+    def prepare(raw):
+        x = parse(raw)
+        image = to_model_input(x["image"], size)
+        if with_meta:
+            return image, x["label"], {k: x[k] for k in ("filename", "patient", "source")}
+        return image, x["label"]
+
+    return _records(files).map(prepare, num_parallel_calls=AUTOTUNE).batch(batch_size).prefetch(AUTOTUNE)
+
+
+def stage(shard_dir: Path, stage_dir: Path, world: World, splits: tuple[str, ...]) -> Path:
+    """Copy the shards (and manifest) to node-local storage, verified by sha256.
+
+    The first rank of each node copies; the caller must hold a barrier afterwards.
+    """
+    manifest = load_manifest(shard_dir)
+    target = Path(stage_dir) / "hpml-shards"
+    if world.local_rank != 0:
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    for shard in manifest["shards"]:
+        if shard["split"] not in splits:
+            continue
+        dst = target / shard["file"]
+        if dst.is_file() and dst.stat().st_size == shard["bytes"] and file_sha256(dst) == shard["sha256"]:
+            continue
+        tmp = dst.with_name(f".{dst.name}.tmp")
+        shutil.copyfile(shard_dir / shard["file"], tmp)
+        if file_sha256(tmp) != shard["sha256"]:
+            raise OSError(f"staging {shard['file']} to {target}: checksum mismatch after copy")
+        tmp.rename(dst)
+    shutil.copyfile(shard_dir / "manifest.json", target / "manifest.json")
+    log.info("staged shards to %s", target)
+    return target
