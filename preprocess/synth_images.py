@@ -33,12 +33,12 @@ def render(label: str, height: int, width: int, rng: np.random.Generator) -> np.
         side = 42 if rng.random() < 0.5 else 86
         _blob(img, side + rng.uniform(-4, 4), rng.uniform(76, 88), rng.uniform(9, 13), 0.5)
     elif label == "COVID-19":
-        for _ in range(int(rng.integers(8, 14))):
+        for _ in range(int(rng.integers(6, 10))):
             side = 42 if rng.random() < 0.5 else 86
-            dx = rng.choice([-1, 1]) * rng.uniform(7, 14)
-            _blob(img, side + dx, rng.uniform(44, 92), rng.uniform(2.5, 4.5), 0.35)
+            dx = rng.choice([-1, 1]) * rng.uniform(6, 12)
+            _blob(img, side + dx, rng.uniform(44, 92), rng.uniform(3.5, 5.5), 0.4)
     img = cv2.GaussianBlur(img, (0, 0), 1.5)
-    img = img * rng.uniform(0.85, 1.15) + rng.uniform(-0.08, 0.08)  # exposure varies
+    img = img * rng.uniform(0.9, 1.1) + rng.uniform(-0.05, 0.05)  # exposure varies
     big = cv2.resize(img, (width, height), interpolation=cv2.INTER_CUBIC)
     big += rng.normal(0.0, 0.012, big.shape).astype(np.float32)
     return np.clip(big, 0.0, 1.0)

@@ -1,0 +1,50 @@
+"""Every backbone with both heads builds at 512 px with the known parameter counts."""
+
+import pytest
+import tensorflow as tf
+
+from hpml.config import ModelConfig
+from hpml.models import BACKBONES, build_model, parameter_counts
+
+# Keras' own counts without the top (ResNeXt50-32x4d: torchvision's 22,979,904 without the
+# classifier, plus 68,224 BatchNorm moving statistics that Keras counts as parameters).
+BACKBONE = {
+    "tiny_cnn": (78_976, 96, 64),
+    "resnet50v2": (23_564_800, 2048, 16),
+    "resnext50": (23_048_128, 2048, 16),
+    "efficientnetb4": (17_673_823, 1792, 16),
+    "mobilenetv2": (2_257_984, 1280, 16),
+}
+
+
+def head_params(head: str, channels: int, grid: int) -> int:
+    if head == "gap":
+        return channels * 3 + 3
+    flat = grid * grid * channels
+    return flat * 1024 + 1024 + 1024 * 256 + 256 + 256 * 3 + 3
+
+
+@pytest.mark.parametrize("backbone", BACKBONE)
+@pytest.mark.parametrize("head", ["gap", "flatten"])
+def test_builds_at_512_with_expected_parameters(backbone, head):
+    tf.keras.backend.clear_session()
+    backbone_params, channels, grid = BACKBONE[backbone]
+    model = build_model(ModelConfig(backbone=backbone, head=head), 512)
+    counts = parameter_counts(model)
+    assert counts["backbone"] == backbone_params
+    assert counts["head"] == head_params(head, channels, grid)
+    assert model.output_shape == (None, 3)
+    if (backbone, head) == ("resnet50v2", "flatten"):
+        assert counts["head"] == 537_135_107  # the seed's ~537 M-parameter first Dense, faithfully
+
+
+def test_weights_only_from_a_local_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="local files only"):
+        build_model(ModelConfig(backbone="tiny_cnn", head="gap", weights=str(tmp_path / "imagenet.h5")), 64)
+    inputs = tf.keras.layers.Input((64, 64, 3))
+    pretrained = tf.keras.Model(inputs, BACKBONES["tiny_cnn"](inputs))
+    pretrained.save_weights(str(tmp_path / "backbone.h5"))
+    model = build_model(ModelConfig(backbone="tiny_cnn", head="gap", weights=str(tmp_path / "backbone.h5")), 64)
+    loaded = [w for layer in model.layers if not layer.name.startswith("head_") for w in layer.get_weights()]
+    assert len(loaded) == len(pretrained.get_weights())
+    assert all((a == b).all() for a, b in zip(loaded, pretrained.get_weights(), strict=True))
