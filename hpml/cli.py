@@ -114,6 +114,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     return train(cfg, Path(shards), args.run_dir)
 
 
+def cmd_bench_input(args: argparse.Namespace) -> int:
+    from hpml.bench_input import bench
+    from preprocess.plan import read_items
+
+    cfg = load_config(args.config, args.overrides)
+    shards = args.shards or _required(cfg.data.shards, "--shards", "data.shards")
+    split_dir = args.split_dir or _required(cfg.data.split_dir, "--split-dir", "data.split_dir")
+    originals = [it.path for it in read_items(Path(split_dir), ["train"]) if it.size > 0]
+    bench(cfg, Path(shards), originals, args.limit)
+    return 0
+
+
 def _required(value, option: str, key: str):
     if value is None:
         raise ConfigError(f"give {option} or set {key} in the config")
@@ -198,6 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--split-dir", type=Path, help="the image set: a split folder (data.split_dir)")
     bp.add_argument("--ranks", type=int, default=2)
     bp.set_defaults(func=cmd_bench_preprocess)
+
+    bi = bench_sub.add_parser("input", parents=[common], help="seed loader vs hpml tf.data vs bare decode")
+    bi.add_argument("--shards", type=Path, help="shard folder (data.shards)")
+    bi.add_argument("--split-dir", type=Path, help="split folder of the same images (data.split_dir)")
+    bi.add_argument("--limit", type=int, default=300, help="images per measurement")
+    bi.set_defaults(func=cmd_bench_input)
 
     syn = sub.add_parser("synth", parents=[common], help="generate a raw corpus in the 4 source layouts")
     syn.add_argument("--out", type=Path, required=True)

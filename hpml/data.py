@@ -26,42 +26,47 @@ AUTOTUNE = tf.data.AUTOTUNE
 COVID = CLASSES.index("COVID-19")
 
 
-def to_model_input(image_bytes: tf.Tensor, size: int) -> tf.Tensor:
-    """Encoded 1-channel image -> float32 [size, size, 3] in [0, 1].
+def decode_record_image(image_bytes: tf.Tensor, size: int) -> tf.Tensor:
+    """Encoded record image -> uint8 [size, size, 1], the model's input.
 
-    The one place where gray becomes the 3 channels ImageNet-style backbones expect;
-    training, evaluation and prediction all go through it.
+    Batches stay 1-channel uint8 (a quarter of float32, a third of RGB): the cast to [0, 1]
+    and the one gray -> 3-channel replication happen inside the model (hpml.models.model_input),
+    on the accelerator, for training, evaluation and prediction alike.
     """
-    img = tf.io.decode_image(image_bytes, channels=1, expand_animations=False)
-    img = tf.image.convert_image_dtype(img, tf.float32)
-    img = tf.image.resize(img, [size, size]) if img.shape[0] != size else img
-    img = tf.ensure_shape(img, [size, size, 1])
-    return tf.image.grayscale_to_rgb(img)
+    img = tf.io.decode_image(image_bytes, channels=1, expand_animations=False)  # JPEG or PNG
+    return tf.ensure_shape(img, [size, size, 1])
 
 
 def augment(img: tf.Tensor, aug, seed: tf.Tensor) -> tf.Tensor:
-    """Rotation, shift, zoom (one affine warp), flip, brightness; stateless, keyed by `seed`."""
+    """Rotation, shift, zoom (one affine warp), flip, brightness on uint8 [s, s, 1].
+
+    Stateless, keyed by `seed`: a resumed run replays exactly the same augmentations.
+    """
     size = tf.cast(tf.shape(img)[0], tf.float32)
     u = tf.random.stateless_uniform([6], seed, -1.0, 1.0)
-    angle = u[0] * aug.rotation * 3.14159265 / 180.0
-    zoom = 1.0 + u[1] * aug.zoom
-    tx, ty = u[2] * aug.shift * size, u[3] * aug.shift * size
-    if aug.rotation or aug.zoom or aug.shift:
+    if aug.rotation or aug.zoom or aug.shift or aug.flip:  # one warp does all four
+        angle = u[0] * aug.rotation * 3.14159265 / 180.0
+        zoom = 1.0 + u[1] * aug.zoom
+        tx, ty = u[2] * aug.shift * size, u[3] * aug.shift * size
         c, s = tf.cos(angle) / zoom, tf.sin(angle) / zoom
         center = size / 2.0
         # Output pixel (x, y) samples input (a0 x + a1 y + a2, b0 x + b1 y + b2).
-        a2 = center - c * center + s * center - tx
-        b2 = center - s * center - c * center - ty
-        transform = tf.stack([c, -s, a2, s, c, b2, 0.0, 0.0])[tf.newaxis]
+        a0, a1, a2 = c, -s, center - c * center + s * center - tx
+        b0, b1, b2 = s, c, center - s * center - c * center - ty
+        if aug.flip:  # mirror the output: x -> (size - 1 - x), folded into the same warp
+            mirror = u[4] > 0.0
+            a2 = tf.where(mirror, a2 + a0 * (size - 1.0), a2)
+            b2 = tf.where(mirror, b2 + b0 * (size - 1.0), b2)
+            a0, b0 = tf.where(mirror, -a0, a0), tf.where(mirror, -b0, b0)
+        transform = tf.stack([a0, a1, a2, b0, b1, b2, 0.0, 0.0])[tf.newaxis]
         img = tf.raw_ops.ImageProjectiveTransformV3(
             images=img[tf.newaxis], transforms=transform, output_shape=tf.shape(img)[:2],
             fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT",
         )[0]  # fmt: skip
-    if aug.flip:
-        img = tf.where(u[4] > 0.0, tf.image.flip_left_right(img), img)
     if aug.brightness:
-        img = img * (1.0 + u[5] * aug.brightness)
-    return tf.clip_by_value(img, 0.0, 1.0)
+        scaled = tf.cast(img, tf.float32) * (1.0 + u[5] * aug.brightness)
+        img = tf.cast(tf.clip_by_value(tf.round(scaled), 0.0, 255.0), tf.uint8)
+    return img
 
 
 def shard_files(shard_dir: Path, split: str) -> list[str]:
@@ -119,7 +124,7 @@ def train_dataset(
     ds = ds.take(steps * t.batch_size).enumerate().skip(start_step * t.batch_size)
 
     def prepare(i, x):
-        img = to_model_input(x[0], size)
+        img = decode_record_image(x[0], size)
         if augmenting:
             img = augment(img, aug, tf.stack([tf.constant(rank_seed, tf.int64), i]))
         return img, x[1]
@@ -139,7 +144,7 @@ def eval_dataset(shard_dir: Path, split: str, cfg: Config, batch_size: int, worl
 
     def prepare(raw):
         x = parse(raw)
-        image = to_model_input(x["image"], size)
+        image = decode_record_image(x["image"], size)
         if with_meta:
             return image, x["label"], {k: x[k] for k in ("filename", "patient", "source")}
         return image, x["label"]

@@ -90,8 +90,19 @@ def head(features: tf.Tensor, kind: str, dropout: float) -> tf.Tensor:
     return layers.Dense(len(CLASSES), activation="softmax", dtype="float32", name="head_out")(x)
 
 
+def model_input(gray: tf.Tensor) -> tf.Tensor:
+    """uint8 [s, s, 1] -> float [0, 1] with 3 channels: the one place gray becomes RGB.
+
+    Inside the model, so it runs on the accelerator and every caller (training, evaluation,
+    prediction, an exported SavedModel) feeds the same 1-channel uint8 images.
+    """
+    x = layers.Rescaling(1.0 / 255.0, name="to_unit_range")(gray)
+    return layers.Concatenate(name="gray_to_rgb")([x, x, x])
+
+
 def build_model(cfg: ModelConfig, image_size: int) -> tf.keras.Model:
-    inputs = layers.Input((image_size, image_size, 3), name="image")
+    gray = layers.Input((image_size, image_size, 1), dtype="uint8", name="image")
+    inputs = layers.Input((image_size, image_size, 3), name="rgb")
     features = BACKBONES[cfg.backbone](inputs)
     backbone = tf.keras.Model(inputs, features, name=f"backbone_{cfg.backbone}")
     if cfg.weights:
@@ -99,8 +110,8 @@ def build_model(cfg: ModelConfig, image_size: int) -> tf.keras.Model:
         if not path.is_file():
             raise FileNotFoundError(f"model.weights: {path} not found (weights load from local files only)")
         backbone.load_weights(str(path))
-    outputs = head(backbone.output, cfg.head, cfg.dropout)
-    return tf.keras.Model(inputs, outputs, name=f"{cfg.backbone}_{cfg.head}")
+    outputs = head(backbone(model_input(gray)), cfg.head, cfg.dropout)
+    return tf.keras.Model(gray, outputs, name=f"{cfg.backbone}_{cfg.head}")
 
 
 def parameter_counts(model: tf.keras.Model) -> dict[str, int]:
