@@ -80,3 +80,33 @@ def save_weights_atomic(model: tf.keras.Model, path: Path) -> None:
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     model.save_weights(str(tmp))
     tmp.replace(path)
+
+
+def load_trained(run_dir: Path, which: str = "best", overrides=()) -> tuple:
+    """(config, model with weights, description) for evaluation, prediction and export.
+
+    which: `best` (lowest validation loss), `last` (newest complete checkpoint), or a path to
+    a `.h5` weights file or a checkpoint prefix.
+    """
+    from hpml.config import load_config
+    from hpml.models import build_model
+
+    cfg = load_config(run_dir / "config.yaml", overrides)
+    model = build_model(cfg.model, cfg.data.image_size)
+    ckpt_dir = run_dir / "checkpoints"
+    if which == "best":
+        path = ckpt_dir / "best.h5"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no best weights (has {run_dir} finished an epoch?)")
+        model.load_weights(str(path))
+        return cfg, model, str(path)
+    if which == "last":
+        prefixes = complete(ckpt_dir)
+        if not prefixes:
+            raise FileNotFoundError(f"{ckpt_dir}: no complete checkpoint")
+        which = str(prefixes[0])
+    if which.endswith(".h5"):
+        model.load_weights(which)
+    else:
+        tf.train.Checkpoint(model=model).read(which).expect_partial().assert_existing_objects_matched()
+    return cfg, model, which

@@ -126,6 +126,28 @@ def cmd_bench_input(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from hpml import distributed
+    from hpml.evaluate import evaluate
+
+    setup_logging(distributed.init(), logging.DEBUG if args.verbose else logging.INFO)
+    evaluate(args.run_dir, args.split, args.checkpoint, args.shards, args.overrides)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from hpml.predict import predict
+
+    return predict(args.run_dir, args.files, args.checkpoint, args.csv)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from hpml.export import export
+
+    print(f"exported to {export(args.run_dir, args.checkpoint, args.out)}")
+    return 0
+
+
 def _required(value, option: str, key: str):
     if value is None:
         raise ConfigError(f"give {option} or set {key} in the config")
@@ -204,6 +226,26 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--run-dir", type=Path, required=True, help="run folder; an existing one resumes")
     tr.set_defaults(func=cmd_train)
 
+    ev = sub.add_parser("evaluate", parents=[common], help="exact metrics and reports for a split")
+    ev.add_argument("--run-dir", type=Path, required=True)
+    ev.add_argument("--split", choices=["val", "test"], help="default: eval.split (val); test only on request")
+    ev.add_argument("--checkpoint", default="best", help="best | last | a .h5 weights file or checkpoint prefix")
+    ev.add_argument("--shards", type=Path, help="shard folder (default: data.shards of the run)")
+    ev.set_defaults(func=cmd_evaluate)
+
+    pr = sub.add_parser("predict", parents=[common], help="classify PNG/JPEG/DICOM files")
+    pr.add_argument("--run-dir", type=Path, required=True)
+    pr.add_argument("files", nargs="+", type=Path, metavar="FILE_OR_DIR")
+    pr.add_argument("--checkpoint", default="best")
+    pr.add_argument("--csv", type=Path, help="also write the predictions here")
+    pr.set_defaults(func=cmd_predict)
+
+    ex = sub.add_parser("export", parents=[common], help="SavedModel + Keras file + preprocessing contract")
+    ex.add_argument("--run-dir", type=Path, required=True)
+    ex.add_argument("--checkpoint", default="best")
+    ex.add_argument("--out", type=Path, help="default: RUN/export")
+    ex.set_defaults(func=cmd_export)
+
     bench = sub.add_parser("bench", help="measure throughput (prints images/s and ratios)")
     bench_sub = bench.add_subparsers(dest="action", required=True, metavar="WHAT")
     bp = bench_sub.add_parser("preprocess", parents=[common], help="bare OpenCV loop vs 1 vs N ranks")
@@ -234,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
     try:
         return args.func(args)
-    except (ConfigError, SourceError, PreprocessError, ManifestError) as exc:
+    except (ConfigError, SourceError, PreprocessError, ManifestError, FileNotFoundError) as exc:
         print(f"hpml: error: {exc}", file=sys.stderr)
         return 2
 

@@ -74,6 +74,15 @@ def any_rank(flag: bool, name: str = "any_rank") -> bool:
     return bool(allreduce_sum(np.array([int(flag)], np.int32), name)[0] > 0)
 
 
+def gather_objects(obj, name: str = "gather") -> list:
+    """Every rank's `obj`, in rank order (on every rank)."""
+    if _hvd is None:
+        return [obj]
+    import horovod.tensorflow as hvd_tf
+
+    return hvd_tf.allgather_object(obj, name=name)
+
+
 def broadcast_object(obj, name: str = "broadcast"):
     return obj if _hvd is None else _hvd.broadcast_object(obj, root_rank=0, name=name)
 

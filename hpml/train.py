@@ -13,6 +13,7 @@ import hashlib
 import logging
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +121,8 @@ def _append_history(path: Path, row: dict, resumed_epoch: int | None = None) -> 
 
 def train(cfg: Config, shard_dir: Path, run_dir: Path) -> int:
     world = distributed.init()
+    # The run records where its data really came from: evaluation reads the same shards.
+    cfg = replace(cfg, data=replace(cfg.data, shards=str(Path(shard_dir).resolve())))
     t = cfg.train
     ckpt_dir = run_dir / "checkpoints"
     if world.is_root:
@@ -190,7 +193,7 @@ def train(cfg: Config, shard_dir: Path, run_dir: Path) -> int:
                 for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr"):
                     tf.summary.scalar(key, row[key])
             if improved:
-                checkpoints.save_weights_atomic(model, run_dir / "checkpoints" / "best.weights.h5")
+                checkpoints.save_weights_atomic(model, run_dir / "checkpoints" / "best.h5")
             checkpoints.save(model, ckpt_dir, state)
         distributed.barrier()  # nobody races ahead of a checkpoint being written
     log.info("training done; weights sha256 %s", weights_digest(model))

@@ -81,7 +81,7 @@ def test_two_ranks_learn_the_pattern_with_identical_weights(shards, tmp_path):
     rows = history(run_dir)
     assert [int(r["epoch"]) for r in rows] == list(range(8))
     assert max(float(r["val_accuracy"]) for r in rows) >= 0.8  # chance is 0.33
-    for name in ("config.yaml", "versions.json", "checkpoints/best.weights.h5"):
+    for name in ("config.yaml", "versions.json", "checkpoints/best.h5"):
         assert (run_dir / name).is_file(), name
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
     assert "horovod" in json.loads((run_dir / "versions.json").read_text())["packages"]
