@@ -148,6 +148,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from hpml.demo import demo
+
+    return demo(args.out, args.ranks, args.data, args.config, args.overrides, args.per_class)
+
+
 def _required(value, option: str, key: str):
     if value is None:
         raise ConfigError(f"give {option} or set {key} in the config")
@@ -258,6 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
     bi.add_argument("--split-dir", type=Path, help="split folder of the same images (data.split_dir)")
     bi.add_argument("--limit", type=int, default=300, help="images per measurement")
     bi.set_defaults(func=cmd_bench_input)
+
+    dm = sub.add_parser("demo", parents=[common], help="the whole pipeline end to end on this machine")
+    dm.add_argument("--data", type=Path, help="folder of real source folders (default: generate data)")
+    dm.add_argument("--ranks", type=int, default=2, help="MPI ranks for preprocess/train/evaluate")
+    dm.add_argument("--out", type=Path, default=Path("demo-out"))
+    dm.add_argument("--per-class", type=int, default=200, help="synthetic images per class")
+    dm.set_defaults(func=cmd_demo)
 
     syn = sub.add_parser("synth", parents=[common], help="generate a raw corpus in the 4 source layouts")
     syn.add_argument("--out", type=Path, required=True)
