@@ -70,9 +70,12 @@ def demo(out: Path, ranks: int, data: Path | None, config: Path | None, override
     _stage(5, 6, "evaluate on the validation split", ["evaluate", "--run-dir", str(run), "--split", "val"], ranks)
     _stage(6, 6, "evaluate on the test split", ["evaluate", "--run-dir", str(run), "--split", "test"], ranks)
     print(f"\nhpml demo finished in {time.monotonic() - started:.0f}s. Where things are:")
-    for what, path in [("split files", split), ("shards + manifest", shards), ("run (config, history)", run),
-                       ("checkpoints", run / "checkpoints"), ("training curves", run / "curves.png"),
-                       ("val report", run / "eval/val/report.md"), ("test report", run / "eval/test/report.md")]:  # fmt: skip
+    places = {
+        "split files": split, "shards + manifest": shards, "run (config, history)": run,
+        "checkpoints": run / "checkpoints", "training curves": run / "curves.png",
+        "val report": run / "eval/val/report.md", "test report": run / "eval/test/report.md",
+    }  # fmt: skip
+    for what, path in places.items():
         print(f"  {what:<22} {path}")
     print(f"Predict on files: hpml predict --run-dir {run} FILE_OR_DIR...")
     return 0
