@@ -48,3 +48,13 @@ def test_weights_only_from_a_local_file(tmp_path):
     loaded = [w for layer in model.layers if not layer.name.startswith("head_") for w in layer.get_weights()]
     assert len(loaded) == len(pretrained.get_weights())
     assert all((a == b).all() for a, b in zip(loaded, pretrained.get_weights(), strict=True))
+
+
+@pytest.mark.parametrize("backbone", ["resnext50", "mobilenetv2"])
+def test_small_input_train_step(backbone):
+    """The grouped convolutions of ResNeXt (and MobileNet's depthwise ones) train on CPU too."""
+    tf.keras.backend.clear_session()
+    model = build_model(ModelConfig(backbone=backbone, head="gap"), 64)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    loss = model.train_on_batch(tf.zeros([2, 64, 64, 1], tf.uint8), tf.constant([0, 2]))
+    assert 0.0 < loss < 10.0
