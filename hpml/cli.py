@@ -154,6 +154,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo(args.out, args.ranks, args.data, args.config, args.overrides, args.per_class)
 
 
+def cmd_submit(args: argparse.Namespace) -> int:
+    from hpml.cluster import load_profile
+    from hpml.slurm import plan, submit
+
+    cfg = load_config(args.config, args.overrides)  # a bad config fails here, not in the queue
+    profile = load_profile(args.cluster or cfg.cluster.profile)
+    jobs = plan(args.what, cfg, profile, args.run_dir, args.split)
+    submit(jobs, dry_run=args.dry_run)
+    print(f"scripts, resolved config and job logs: {args.run_dir / 'slurm'}")
+    return 0
+
+
 def _required(value, option: str, key: str):
     if value is None:
         raise ConfigError(f"give {option} or set {key} in the config")
@@ -252,6 +264,15 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", type=Path, help="default: RUN/export")
     ex.set_defaults(func=cmd_export)
 
+    sb = sub.add_parser("submit", parents=[common], help="render jobs/*.sbatch for a cluster and sbatch them")
+    sb.add_argument("what", choices=["preprocess", "train", "evaluate", "pipeline"],
+                    help="one stage, or all three chained with --dependency=afterok")  # fmt: skip
+    sb.add_argument("--cluster", help="profile name in configs/clusters/ or a YAML path (default: cluster.profile)")
+    sb.add_argument("--run-dir", type=Path, required=True, help="run folder; job scripts and logs go to RUN/slurm")
+    sb.add_argument("--split", default="val", choices=["val", "test"], help="split for the evaluate job")
+    sb.add_argument("--dry-run", action="store_true", help="render and print, submit nothing")
+    sb.set_defaults(func=cmd_submit)
+
     bench = sub.add_parser("bench", help="measure throughput (prints images/s and ratios)")
     bench_sub = bench.add_subparsers(dest="action", required=True, metavar="WHAT")
     bp = bench_sub.add_parser("preprocess", parents=[common], help="bare OpenCV loop vs 1 vs N ranks")
@@ -282,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from hpml.records import ManifestError
+    from hpml.slurm import SubmitError
     from preprocess.csvio import SourceError
     from preprocess.run import PreprocessError
 
@@ -289,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
     try:
         return args.func(args)
-    except (ConfigError, SourceError, PreprocessError, ManifestError, FileNotFoundError) as exc:
+    except (ConfigError, SourceError, PreprocessError, ManifestError, FileNotFoundError, SubmitError) as exc:
         print(f"hpml: error: {exc}", file=sys.stderr)
         return 2
 

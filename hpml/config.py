@@ -224,6 +224,11 @@ def _parse_override(item: str) -> dict[str, Any]:
     return out
 
 
+def build_dataclass(cls: type, raw: dict[str, Any], where: str) -> Any:
+    """Validate a mapping against any config dataclass (e.g. a cluster profile)."""
+    return _build(cls, raw, "", where)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
