@@ -166,6 +166,18 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_scaling(args: argparse.Namespace) -> int:
+    from hpml.bench_scaling import Assumptions, bench, dump
+
+    cfg = load_config(args.config, args.overrides)
+    a = Assumptions(args.device_tflops, args.intra_gbps, args.inter_gbit, args.gpus_per_node,
+                    args.batch_per_gpu or cfg.train.batch_size)  # fmt: skip
+    results = bench(cfg, a, [int(n) for n in args.gpus.split(",")], measure=not args.no_measure)
+    if args.json:
+        dump(results, args.json)
+    return 0
+
+
 def _required(value, option: str, key: str):
     if value is None:
         raise ConfigError(f"give {option} or set {key} in the config")
@@ -292,6 +304,18 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--out", type=Path, default=Path("demo-out"))
     dm.add_argument("--per-class", type=int, default=200, help="synthetic images per class")
     dm.set_defaults(func=cmd_demo)
+
+    bs = bench_sub.add_parser("scaling", parents=[common], help="parameters, FLOPs, allreduce bytes, predicted scaling")
+    a = bs.add_argument_group("assumptions (defaults: A100, NVLink, 200 Gb/s)")
+    a.add_argument("--device-tflops", type=float, default=30.0, help="achieved training TFLOPS per GPU")
+    a.add_argument("--intra-gbps", type=float, default=200.0, help="GB/s allreduce bus bandwidth inside a node")
+    a.add_argument("--inter-gbit", type=float, default=200.0, help="Gb/s network per node")
+    a.add_argument("--gpus-per-node", type=int, default=4)
+    a.add_argument("--batch-per-gpu", type=int, help="default: train.batch_size")
+    bs.add_argument("--gpus", default="1,2,4,8,16,32,64", help="GPU counts to predict")
+    bs.add_argument("--no-measure", action="store_true", help="skip the allreduce and CPU step measurements")
+    bs.add_argument("--json", type=Path, help="also write the numbers here")
+    bs.set_defaults(func=cmd_bench_scaling)
 
     syn = sub.add_parser("synth", parents=[common], help="generate a raw corpus in the 4 source layouts")
     syn.add_argument("--out", type=Path, required=True)

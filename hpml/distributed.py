@@ -109,6 +109,24 @@ def average_non_trainable(model) -> None:
         var.assign(hvd_tf.allreduce(var, op=hvd_tf.Average, name=f"non_trainable_{i}"))
 
 
+def time_allreduce(nbytes: int, repeats: int = 3) -> float:
+    """Best-of-`repeats` seconds for a Sum allreduce of `nbytes` of float32 (a benchmark)."""
+    import time
+
+    import horovod.tensorflow as hvd_tf
+    import tensorflow as tf
+
+    x = tf.ones([max(1, nbytes // 4)], tf.float32)
+    hvd_tf.allreduce(x, op=hvd_tf.Sum, name="bench_warmup").numpy()
+    best = float("inf")
+    for i in range(repeats):
+        barrier()
+        start = time.perf_counter()
+        hvd_tf.allreduce(x, op=hvd_tf.Sum, name=f"bench_{i}").numpy()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def barrier() -> None:
     if _hvd is not None:
         allreduce_sum(np.zeros(1, np.int32), "barrier")
