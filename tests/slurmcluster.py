@@ -70,6 +70,8 @@ SlurmctldPort={CTLD_PORT}
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
+# A requeued job may start again only when its old credential has expired (default 120 s).
+AuthInfo=cred_expire=10
 StateSaveLocation={r}/state
 SlurmdSpoolDir={r}/spool/%n
 TmpFS={r}/spool/%n/tmp
