@@ -1,7 +1,6 @@
 """`hpml <command>`: argument parsing and dispatch only; nothing imports this module.
 
-Stage modules are imported inside each command, so `hpml --help` and `hpml config show`
-answer at once instead of paying TensorFlow's import time.
+The commands themselves are in hpml.commands.
 """
 
 from __future__ import annotations
@@ -11,7 +10,8 @@ import logging
 import sys
 from pathlib import Path
 
-from hpml.config import ConfigError, load_config
+from hpml import commands
+from hpml.config import ConfigError
 from hpml.logs import setup_logging
 
 log = logging.getLogger("hpml.cli")
@@ -27,161 +27,6 @@ def _config_parent() -> argparse.ArgumentParser:
     )  # fmt: skip
     group.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parent
-
-
-def cmd_config_show(args: argparse.Namespace) -> int:
-    print(load_config(args.config, args.overrides).to_yaml(), end="")
-    return 0
-
-
-def cmd_covidx_build(args: argparse.Namespace) -> int:
-    from preprocess.covidx import BuildOptions, build, summary_table
-
-    cfg = load_config(args.config, args.overrides)
-    sources = args.sources or [Path(s) for s in cfg.data.sources]
-    out = args.out or (Path(cfg.data.split_dir) if cfg.data.split_dir else None)
-    if not sources or out is None:
-        raise ConfigError("covidx build needs --sources (or data.sources) and --out (or data.split_dir)")
-    options = BuildOptions(args.seed, args.val_fraction, args.test_fraction, args.test_per_class)
-    meta = build(sources, out, options)
-    print(summary_table(meta))
-    print(f"split written to {out} (details, skipped rows and reasons: {out / 'split.json'})")
-    return 0
-
-
-def cmd_covidx_import(args: argparse.Namespace) -> int:
-    from preprocess.covidx import BuildOptions, import_published, summary_table
-
-    options = BuildOptions(seed=args.seed, val_fraction=args.val_fraction)
-    meta = import_published(args.train_file, args.test_file, args.train_images, args.test_images, args.out, options)
-    print(summary_table(meta))
-    return 0
-
-
-def cmd_synth(args: argparse.Namespace) -> int:
-    from preprocess.synth import synth
-
-    counts = synth(args.out, args.per_class, args.seed)
-    for source, n in counts.items():
-        print(f"{n:6d}  {args.out / source}")
-    print(f"{sum(counts.values()):6d}  images; build a split with: "
-          f"hpml covidx build --sources {args.out}/* --out SPLITDIR")  # fmt: skip
-    return 0
-
-
-def cmd_preprocess(args: argparse.Namespace) -> int:
-    from hpml.logs import setup_logging
-    from hpml.world import mpi_world
-    from preprocess.run import run
-
-    cfg = load_config(args.config, args.overrides)
-    setup_logging(mpi_world(), logging.DEBUG if args.verbose else logging.INFO)
-    split_dir = args.split_dir or _required(cfg.data.split_dir, "--split-dir", "data.split_dir")
-    out = args.out or _required(cfg.data.shards, "--out", "data.shards")
-    return run(cfg, Path(split_dir), Path(out), force=args.force)
-
-
-def cmd_shards_verify(args: argparse.Namespace) -> int:
-    from preprocess.verify import verify
-
-    problems = verify(args.shard_dir)
-    for problem in problems:
-        print(f"FAIL {problem}")
-    if problems:
-        print(f"{args.shard_dir}: {len(problems)} problem(s)")
-        return 1
-    print(f"{args.shard_dir}: all shards match the manifest")
-    return 0
-
-
-def cmd_bench_preprocess(args: argparse.Namespace) -> int:
-    from preprocess.bench import bench
-
-    cfg = load_config(args.config, args.overrides)
-    split_dir = args.split_dir or _required(cfg.data.split_dir, "--split-dir", "data.split_dir")
-    bench(cfg, Path(split_dir), args.ranks, args.config, args.overrides)
-    return 0
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from hpml import distributed
-    from hpml.train import train
-
-    cfg = load_config(args.config, args.overrides)
-    shards = args.shards or _required(cfg.data.shards, "--shards", "data.shards")
-    world = distributed.init()
-    setup_logging(world, logging.DEBUG if args.verbose else logging.INFO)
-    return train(cfg, Path(shards), args.run_dir)
-
-
-def cmd_bench_input(args: argparse.Namespace) -> int:
-    from hpml.bench_input import bench
-    from preprocess.plan import read_items
-
-    cfg = load_config(args.config, args.overrides)
-    shards = args.shards or _required(cfg.data.shards, "--shards", "data.shards")
-    split_dir = args.split_dir or _required(cfg.data.split_dir, "--split-dir", "data.split_dir")
-    originals = [it.path for it in read_items(Path(split_dir), ["train"]) if it.size > 0]
-    bench(cfg, Path(shards), originals, args.limit)
-    return 0
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from hpml import distributed
-    from hpml.evaluate import evaluate
-
-    setup_logging(distributed.init(), logging.DEBUG if args.verbose else logging.INFO)
-    evaluate(args.run_dir, args.split, args.checkpoint, args.shards, args.overrides)
-    return 0
-
-
-def cmd_predict(args: argparse.Namespace) -> int:
-    from hpml.predict import predict
-
-    return predict(args.run_dir, args.files, args.checkpoint, args.csv)
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from hpml.export import export
-
-    print(f"exported to {export(args.run_dir, args.checkpoint, args.out)}")
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from hpml.demo import demo
-
-    return demo(args.out, args.ranks, args.data, args.config, args.overrides, args.per_class)
-
-
-def cmd_submit(args: argparse.Namespace) -> int:
-    from hpml.cluster import load_profile
-    from hpml.slurm import plan, submit
-
-    cfg = load_config(args.config, args.overrides)  # a bad config fails here, not in the queue
-    profile = load_profile(args.cluster or cfg.cluster.profile)
-    jobs = plan(args.what, cfg, profile, args.run_dir, args.split)
-    submit(jobs, dry_run=args.dry_run)
-    print(f"scripts, resolved config and job logs: {args.run_dir / 'slurm'}")
-    return 0
-
-
-def cmd_bench_scaling(args: argparse.Namespace) -> int:
-    from hpml.bench_scaling import Assumptions, bench, dump
-
-    cfg = load_config(args.config, args.overrides)
-    a = Assumptions(args.device_tflops, args.intra_gbps, args.inter_gbit, args.gpus_per_node,
-                    args.batch_per_gpu or cfg.train.batch_size)  # fmt: skip
-    results = bench(cfg, a, [int(n) for n in args.gpus.split(",")], measure=not args.no_measure)
-    if args.json:
-        dump(results, args.json)
-    return 0
-
-
-def _required(value, option: str, key: str):
-    if value is None:
-        raise ConfigError(f"give {option} or set {key} in the config")
-    return value
 
 
 def _per_class(text: str) -> dict[str, int]:
@@ -216,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     config = sub.add_parser("config", help="show the resolved configuration")
     config_sub = config.add_subparsers(dest="action", required=True, metavar="ACTION")
     show = config_sub.add_parser("show", parents=[common], help="print the resolved YAML")
-    show.set_defaults(func=cmd_config_show)
+    show.set_defaults(func=commands.cmd_config_show)
 
     covidx = sub.add_parser("covidx", help="build the COVIDx split from the public sources")
     covidx_sub = covidx.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -228,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--test-fraction", type=_fraction, default=0.1)
     b.add_argument("--test-per-class", type=_per_class, metavar="N|normal=N,pneumonia=N,COVID-19=N",
                    help="test images per class instead of --test-fraction")  # fmt: skip
-    b.set_defaults(func=cmd_covidx_build)
+    b.set_defaults(func=commands.cmd_covidx_build)
     i = covidx_sub.add_parser("import", parents=[common], help="use published train/test_COVIDx.txt")
     i.add_argument("train_file", type=Path)
     i.add_argument("test_file", type=Path)
@@ -237,44 +82,44 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--out", type=Path, required=True)
     i.add_argument("--seed", type=int, default=0)
     i.add_argument("--val-fraction", type=_fraction, default=0.1)
-    i.set_defaults(func=cmd_covidx_import)
+    i.set_defaults(func=commands.cmd_covidx_import)
 
     pre = sub.add_parser("preprocess", parents=[common], help="split files -> TFRecord shards (MPI)")
     pre.add_argument("--split-dir", type=Path, help="folder with train/val/test.txt (data.split_dir)")
     pre.add_argument("--out", type=Path, help="shard folder (data.shards)")
     pre.add_argument("--force", action="store_true", help="replace shards made with other settings")
-    pre.set_defaults(func=cmd_preprocess)
+    pre.set_defaults(func=commands.cmd_preprocess)
 
     shards = sub.add_parser("shards", help="inspect preprocessed shards")
     shards_sub = shards.add_subparsers(dest="action", required=True, metavar="ACTION")
     ver = shards_sub.add_parser("verify", parents=[common], help="recompute checksums, parse every record")
     ver.add_argument("shard_dir", type=Path)
-    ver.set_defaults(func=cmd_shards_verify)
+    ver.set_defaults(func=commands.cmd_shards_verify)
 
     tr = sub.add_parser("train", parents=[common], help="Horovod data-parallel training from the shards")
     tr.add_argument("--shards", type=Path, help="preprocessed shard folder (data.shards)")
     tr.add_argument("--run-dir", type=Path, required=True, help="run folder; an existing one resumes")
-    tr.set_defaults(func=cmd_train)
+    tr.set_defaults(func=commands.cmd_train)
 
     ev = sub.add_parser("evaluate", parents=[common], help="exact metrics and reports for a split")
     ev.add_argument("--run-dir", type=Path, required=True)
     ev.add_argument("--split", choices=["val", "test"], help="default: eval.split (val); test only on request")
     ev.add_argument("--checkpoint", default="best", help="best | last | a .h5 weights file or checkpoint prefix")
     ev.add_argument("--shards", type=Path, help="shard folder (default: data.shards of the run)")
-    ev.set_defaults(func=cmd_evaluate)
+    ev.set_defaults(func=commands.cmd_evaluate)
 
     pr = sub.add_parser("predict", parents=[common], help="classify PNG/JPEG/DICOM files")
     pr.add_argument("--run-dir", type=Path, required=True)
     pr.add_argument("files", nargs="+", type=Path, metavar="FILE_OR_DIR")
     pr.add_argument("--checkpoint", default="best")
     pr.add_argument("--csv", type=Path, help="also write the predictions here")
-    pr.set_defaults(func=cmd_predict)
+    pr.set_defaults(func=commands.cmd_predict)
 
     ex = sub.add_parser("export", parents=[common], help="SavedModel + Keras file + preprocessing contract")
     ex.add_argument("--run-dir", type=Path, required=True)
     ex.add_argument("--checkpoint", default="best")
     ex.add_argument("--out", type=Path, help="default: RUN/export")
-    ex.set_defaults(func=cmd_export)
+    ex.set_defaults(func=commands.cmd_export)
 
     sb = sub.add_parser("submit", parents=[common], help="render jobs/*.sbatch for a cluster and sbatch them")
     sb.add_argument("what", choices=["preprocess", "train", "evaluate", "pipeline"],
@@ -283,27 +128,27 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--run-dir", type=Path, required=True, help="run folder; job scripts and logs go to RUN/slurm")
     sb.add_argument("--split", default="val", choices=["val", "test"], help="split for the evaluate job")
     sb.add_argument("--dry-run", action="store_true", help="render and print, submit nothing")
-    sb.set_defaults(func=cmd_submit)
+    sb.set_defaults(func=commands.cmd_submit)
 
     bench = sub.add_parser("bench", help="measure throughput (prints images/s and ratios)")
     bench_sub = bench.add_subparsers(dest="action", required=True, metavar="WHAT")
     bp = bench_sub.add_parser("preprocess", parents=[common], help="bare OpenCV loop vs 1 vs N ranks")
     bp.add_argument("--split-dir", type=Path, help="the image set: a split folder (data.split_dir)")
     bp.add_argument("--ranks", type=int, default=2)
-    bp.set_defaults(func=cmd_bench_preprocess)
+    bp.set_defaults(func=commands.cmd_bench_preprocess)
 
     bi = bench_sub.add_parser("input", parents=[common], help="seed loader vs hpml tf.data vs bare decode")
     bi.add_argument("--shards", type=Path, help="shard folder (data.shards)")
     bi.add_argument("--split-dir", type=Path, help="split folder of the same images (data.split_dir)")
     bi.add_argument("--limit", type=int, default=300, help="images per measurement")
-    bi.set_defaults(func=cmd_bench_input)
+    bi.set_defaults(func=commands.cmd_bench_input)
 
     dm = sub.add_parser("demo", parents=[common], help="the whole pipeline end to end on this machine")
     dm.add_argument("--data", type=Path, help="folder of real source folders (default: generate data)")
     dm.add_argument("--ranks", type=int, default=2, help="MPI ranks for preprocess/train/evaluate")
     dm.add_argument("--out", type=Path, default=Path("demo-out"))
     dm.add_argument("--per-class", type=int, default=200, help="synthetic images per class")
-    dm.set_defaults(func=cmd_demo)
+    dm.set_defaults(func=commands.cmd_demo)
 
     bs = bench_sub.add_parser("scaling", parents=[common], help="parameters, FLOPs, allreduce bytes, predicted scaling")
     a = bs.add_argument_group("assumptions (defaults: A100, NVLink, 200 Gb/s)")
@@ -315,13 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--gpus", default="1,2,4,8,16,32,64", help="GPU counts to predict")
     bs.add_argument("--no-measure", action="store_true", help="skip the allreduce and CPU step measurements")
     bs.add_argument("--json", type=Path, help="also write the numbers here")
-    bs.set_defaults(func=cmd_bench_scaling)
+    bs.set_defaults(func=commands.cmd_bench_scaling)
 
     syn = sub.add_parser("synth", parents=[common], help="generate a raw corpus in the 4 source layouts")
     syn.add_argument("--out", type=Path, required=True)
     syn.add_argument("--per-class", type=int, default=100, help="images per class")
     syn.add_argument("--seed", type=int, default=0)
-    syn.set_defaults(func=cmd_synth)
+    syn.set_defaults(func=commands.cmd_synth)
     return parser
 
 
