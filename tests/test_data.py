@@ -78,3 +78,21 @@ def test_augmentation_flip_is_exact_off_is_identity_and_seeded():
     a = augment(img, full, tf.constant([3, 4], tf.int64)).numpy()
     assert (a == augment(img, full, tf.constant([3, 4], tf.int64)).numpy()).all()
     assert (a != augment(img, full, tf.constant([3, 5], tf.int64)).numpy()).any()
+
+
+def test_staging_copies_verified_shards_and_repairs_damage(shards, tmp_path):
+    import json
+
+    from hpml.data import stage
+    from hpml.records import file_sha256
+
+    target = stage(shards, tmp_path, World(), ("train", "val"))
+    manifest = json.loads((shards / "manifest.json").read_text())
+    wanted = [s for s in manifest["shards"] if s["split"] in ("train", "val")]
+    assert sorted(p.name for p in target.glob("*.tfrecord")) == sorted(s["file"] for s in wanted)
+    assert all(file_sha256(target / s["file"]) == s["sha256"] for s in wanted)
+    damaged = target / wanted[0]["file"]
+    damaged.write_bytes(b"garbage")
+    stage(shards, tmp_path, World(), ("train", "val"))  # a rerun re-copies what no longer matches
+    assert file_sha256(damaged) == wanted[0]["sha256"]
+    assert stage(shards, tmp_path, World(1, 2, 1), ("train",)) == target  # only local rank 0 copies

@@ -145,3 +145,16 @@ def test_corrupt_newest_checkpoint_falls_back_to_previous(shards, tmp_path):
 def test_missing_shards_fail_cleanly(tmp_path):
     code, log = run(train_cmd(tmp_path / "none", tmp_path / "run"), timeout=300)
     assert code == 2 and "manifest.json: not found" in log
+
+
+def test_horovodrun_with_gloo(shards, tmp_path):
+    """The same command under horovodrun's Gloo controller instead of mpirun."""
+    import shutil
+
+    horovodrun = shutil.which("horovodrun") or str(REPO / ".venv" / "bin" / "horovodrun")
+    cmd = [horovodrun, "-np", "2", "-H", "localhost:2", "--gloo", sys.executable, "-m", "hpml.cli", "train",
+           "--config", str(DEMO), "--shards", str(shards), "--run-dir", str(tmp_path / "run"),
+           "--set", "train.epochs=1", "--set", "train.steps_per_epoch=5"]  # fmt: skip
+    code, log = run(cmd)
+    assert code == 0, log
+    assert "2 ranks x batch 16" in log and len(set(d for _, d in digests(log))) == 1
