@@ -16,6 +16,9 @@ from hpml import distributed
 
 log = logging.getLogger(__name__)
 REQUEUE_EXIT_CODE = 75  # EX_TEMPFAIL: "try again later"; jobs/train.sbatch requeues on it
+# Also written by rank 0 next to the checkpoint: srun may report another exit code when it
+# tears the step down after the first rank has left, so the job script checks this too.
+MARKER = "PREEMPTED"
 SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
 
 

@@ -80,6 +80,7 @@ def test_preemption_checkpoints_requeues_and_resumes(cluster, data, tmp_path):
     deadline = time.monotonic() + 300
     while cluster.job(job).get("Restarts", "0") == "0":
         assert time.monotonic() < deadline, log_of(run, job)
+        assert cluster.job(job)["JobState"] in ("RUNNING", "COMPLETING", "PENDING", "REQUEUED"), log_of(run, job)
         time.sleep(1)
     info = cluster.wait(job, timeout=600)
     log = log_of(run, job)

@@ -122,9 +122,11 @@ def test_sigusr1_to_one_rank_checkpoints_and_requeues_then_finishes(shards, tmp_
     assert "received SIGUSR1" in out, out
     assert f"preempted at epoch {meta['epoch']} step {meta['step_in_epoch']}: checkpoint saved" in out
     assert 0 < meta["step_in_epoch"] < 200  # mid-epoch: the data position is part of the state
+    assert (run_dir / "PREEMPTED").is_file()  # the job script's second witness besides exit 75
     code, log = run(cmd)
     assert code == 0, log
     assert f"resumed from ckpt-{meta['global_step']}: epoch {meta['epoch']}, step {meta['step_in_epoch']}" in log
+    assert not (run_dir / "PREEMPTED").exists()
     iterations, final = optimizer_iterations(run_dir)
     assert iterations == final["global_step"] == 2 * 200  # exactly the configured steps, none lost or repeated
     assert [int(r["epoch"]) for r in history(run_dir)] == [0, 1]
