@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -83,9 +84,10 @@ def measure_allreduce(nbytes: int) -> float | None:
     if os.geteuid() == 0:
         env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     cmd = ["mpirun", "-np", "2", sys.executable, "-c",
-           f"from hpml import distributed as d; d.init(); print('SECONDS', d.time_allreduce({nbytes}))"]  # fmt: skip
+           "import sys; from hpml import distributed as d; w = d.init(); "
+           f"t = d.time_allreduce({nbytes}); w.is_root and sys.stdout.write(f'SECONDS {{t}}\\n')"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    times = [float(line.split()[1]) for line in proc.stdout.splitlines() if line.startswith("SECONDS")]
+    times = [float(t) for t in re.findall(r"SECONDS ([0-9.e+-]+)", proc.stdout)]
     if proc.returncode != 0 or not times:
         print(f"(allreduce measurement failed: {proc.stderr.strip()[-300:]})")
         return None

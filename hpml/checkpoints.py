@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import tensorflow as tf
@@ -31,7 +31,6 @@ class TrainState:
     global_step: int = 0
     best_val_loss: float = float("inf")
     plateau_wait: int = 0
-    history: list[dict] = field(default_factory=list)
 
 
 def _tracker(model: tf.keras.Model) -> tf.train.Checkpoint:

@@ -119,6 +119,29 @@ def _append_history(path: Path, row: dict, resumed_epoch: int | None = None) -> 
     tmp.replace(path)
 
 
+def _plateau_step(state: TrainState, model, val_loss: float, lr: float, t, world: World) -> bool:
+    """ReduceLROnPlateau on the validation loss; the same decision on every rank (same numbers)."""
+    improved = val_loss < state.best_val_loss
+    state.best_val_loss = min(val_loss, state.best_val_loss)
+    state.plateau_wait = 0 if improved else state.plateau_wait + 1
+    if state.plateau_wait >= t.plateau_patience > 0:
+        model.optimizer.learning_rate.assign(lr * t.plateau_factor)
+        state.plateau_wait = 0
+        if world.is_root:
+            log.info("val_loss has not improved for %d epochs: lr -> %.3g", t.plateau_patience, lr * t.plateau_factor)
+    return improved
+
+
+def _record_epoch(run_dir: Path, writer, row: dict, state: TrainState, resumed_epoch, epochs: int) -> None:
+    """Rank 0: the epoch's line in the log, history.csv and TensorBoard."""
+    log.info("epoch %d/%d: loss %.4f acc %.4f val_loss %.4f val_acc %.4f lr %.3g (%.1fs)", state.epoch, epochs,
+             row["loss"], row["accuracy"], row["val_loss"], row["val_accuracy"], row["lr"], row["seconds"])  # fmt: skip
+    _append_history(run_dir / "history.csv", row, resumed_epoch)
+    with writer.as_default(step=state.epoch):
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr"):
+            tf.summary.scalar(key, row[key])
+
+
 def train(cfg: Config, shard_dir: Path, run_dir: Path) -> int:
     world = distributed.init()
     # The run records where its data really came from: evaluation reads the same shards.
@@ -176,26 +199,13 @@ def train(cfg: Config, shard_dir: Path, run_dir: Path) -> int:
         row = {"epoch": state.epoch, "loss": fit.history["loss"][-1], "accuracy": fit.history["accuracy"][-1],
                "val_loss": val_loss, "val_accuracy": val_acc, "lr": current_lr,
                "seconds": round(time.monotonic() - start, 2)}  # fmt: skip
-        improved = val_loss < state.best_val_loss
-        state.best_val_loss = min(val_loss, state.best_val_loss)
-        state.plateau_wait = 0 if improved else state.plateau_wait + 1
-        if state.plateau_wait >= t.plateau_patience > 0:  # ReduceLROnPlateau, identical on all ranks
-            model.optimizer.learning_rate.assign(current_lr * t.plateau_factor)
-            state.plateau_wait = 0
-            log.info("val_loss has not improved for %d epochs: lr -> %.3g", t.plateau_patience,
-                     current_lr * t.plateau_factor)  # fmt: skip
+        improved = _plateau_step(state, model, val_loss, current_lr, t, world)
         state.epoch, state.step_in_epoch = state.epoch + 1, 0
         if world.is_root:
-            log.info("epoch %d/%d: loss %.4f acc %.4f val_loss %.4f val_acc %.4f lr %.3g (%.1fs)",
-                     state.epoch, t.epochs, row["loss"], row["accuracy"], val_loss, val_acc, current_lr,
-                     row["seconds"])  # fmt: skip
-            _append_history(run_dir / "history.csv", row, resumed_epoch)
+            _record_epoch(run_dir, writer, row, state, resumed_epoch, t.epochs)
             resumed_epoch = None
-            with writer.as_default(step=state.epoch):
-                for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr"):
-                    tf.summary.scalar(key, row[key])
             if improved:
-                checkpoints.save_weights_atomic(model, run_dir / "checkpoints" / "best.h5")
+                checkpoints.save_weights_atomic(model, ckpt_dir / "best.h5")
             checkpoints.save(model, ckpt_dir, state)
         distributed.barrier()  # nobody races ahead of a checkpoint being written
     log.info("training done; weights sha256 %s", weights_digest(model))
