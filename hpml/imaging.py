@@ -114,10 +114,13 @@ def _decode_dicom(data: bytes, path: str | os.PathLike) -> np.ndarray:
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
     if photometric in ("RGB", "YBR_FULL", "YBR_FULL_422"):
         return _gray(pixels[:, :, ::-1].astype(np.uint8))
-    img = apply_modality_lut(pixels, ds)
+    img = pixels
+    rescaled = float(getattr(ds, "RescaleSlope", 1) or 1) != 1 or float(getattr(ds, "RescaleIntercept", 0) or 0) != 0
+    if rescaled or "ModalityLUTSequence" in ds:  # skipped when it is the identity: it costs a float64 copy
+        img = apply_modality_lut(img, ds)
     if "WindowCenter" in ds or "VOILUTSequence" in ds:
         img = apply_voi_lut(img, ds)
-    img = _to_uint8(np.asarray(img, dtype=np.float32))
+    img = _to_uint8(img)
     if photometric == "MONOCHROME1":  # 0 means white: invert so bone is bright everywhere
         img = 255 - img
     return img

@@ -97,3 +97,17 @@ def test_real_16_bit_rgba_png_from_the_real_corpus(real_corpus):
     img, (h, w) = load_model_image(path, 64)
     assert img.shape == (64, 64) and img.dtype == np.uint8 and img.std() > 10
     assert (h, w) == cv2.imread(str(path), cv2.IMREAD_UNCHANGED).shape[:2]
+
+
+def test_dicom_rescale_and_window_are_applied(tmp_path):
+    import pydicom
+
+    _write_dicom(tmp_path / "ct.dcm", RAMP / 255.0, "p3", monochrome1=False)
+    ds = pydicom.dcmread(tmp_path / "ct.dcm")
+    ds.RescaleSlope, ds.RescaleIntercept = 2, -1024  # stored 0..4095 -> -1024..7166
+    ds.WindowCenter, ds.WindowWidth = 3071, 4096  # shows -1024..7166 only partly: 1023..5119
+    ds.save_as(tmp_path / "ct.dcm")
+    out = read_gray(tmp_path / "ct.dcm").astype(int)
+    assert out[:, 0].max() == 0 and out[:, -1].min() == 255  # clipped at both ends by the window
+    row = out[0]
+    assert (np.diff(row) >= 0).all() and 0 < row[32] < 255  # monotonic ramp, mid values inside
