@@ -44,7 +44,7 @@ class Progress:
         self._start = self._last = time.monotonic()
         self._bar = None
         self._active = world.is_root
-        if self._active and self.stream.isatty():
+        if self._active and self.stream.isatty() and sys.stdout.isatty():
             from tqdm import tqdm
 
             self._bar = tqdm(total=total, desc=desc, unit=unit, file=self.stream)
