@@ -116,3 +116,14 @@ def test_export_writes_savedmodel_and_contract(trained, tmp_path):
     x = tf.zeros([1, 64, 64, 1], tf.uint8)
     out = loaded.signatures["serving_default"](image=x)
     assert list(out.values())[0].shape == (1, 3)
+
+
+def test_checkpoint_choices_last_and_path(trained):
+    run = trained / "run"
+    hpml("evaluate", "--run-dir", run, "--checkpoint", "last", np=1)
+    last = json.loads((run / "eval/val/metrics.json").read_text())
+    assert "ckpt-20" in last["checkpoint"]  # 2 epochs x 10 steps
+    hpml("evaluate", "--run-dir", run, "--checkpoint", run / "checkpoints" / "best.h5", np=1)
+    assert json.loads((run / "eval/val/metrics.json").read_text())["checkpoint"].endswith("best.h5")
+    proc = hpml("evaluate", "--run-dir", run, "--checkpoint", run / "nope.h5", np=1, check=False)
+    assert proc.returncode != 0 and "nope.h5" in proc.stderr
