@@ -17,7 +17,6 @@ two local Horovod ranks, and this CPU's training step time for the model.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import tensorflow as tf
 
 from hpml.config import Config
 from hpml.models import build_model, parameter_counts
+from hpml.world import mpirun_env
 
 
 @dataclass
@@ -80,13 +80,10 @@ def model_step(n_gpus: int, flops: int, grad_bytes: float, a: Assumptions) -> tu
 
 def measure_allreduce(nbytes: int) -> float | None:
     """GB/s of a Horovod allreduce of `nbytes` between 2 local ranks (bus bandwidth), or None."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", OMPI_MCA_rmaps_base_oversubscribe="1")
-    if os.geteuid() == 0:
-        env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     cmd = ["mpirun", "-np", "2", sys.executable, "-c",
            "import sys; from hpml import distributed as d; w = d.init(); "
            f"t = d.time_allreduce({nbytes}); w.is_root and sys.stdout.write(f'SECONDS {{t}}\\n')"]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=mpirun_env(), timeout=600)
     times = [float(t) for t in re.findall(r"SECONDS ([0-9.e+-]+)", proc.stdout)]
     if proc.returncode != 0 or not times:
         print(f"(allreduce measurement failed: {proc.stderr.strip()[-300:]})")

@@ -18,7 +18,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from hpml.config import CLASSES, Config
-from hpml.records import file_sha256, load_manifest, parse_fn
+from hpml.records import compression_of, file_sha256, load_manifest, parse_fn
 from hpml.world import World
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def split_count(shard_dir: Path, split: str) -> int:
 
 
 def _records(files: list[str]) -> tf.data.Dataset:
-    compression = "GZIP" if files and files[0].endswith(".gz") else ""
+    compression = compression_of(files[0]) if files else ""
     return tf.data.TFRecordDataset(files, compression_type=compression, num_parallel_reads=None)
 
 
@@ -100,7 +100,7 @@ def train_dataset(
     by_file = len(files) >= world.size
     if by_file:
         files = files[world.rank :: world.size]
-    compression = "GZIP" if files[0].endswith(".gz") else ""
+    compression = compression_of(files[0])
     ds = tf.data.Dataset.from_tensor_slices(files).repeat()  # never runs dry: steps are fixed
     ds = ds.interleave(
         lambda f: tf.data.TFRecordDataset(f, compression_type=compression),

@@ -7,21 +7,14 @@ exercises the real launcher; every stage resumes, so a rerun reuses what is fini
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from hpml.world import mpirun_env
+
 REPO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
-
-
-def mpi_env() -> dict[str, str]:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
-    if os.geteuid() == 0:  # containers and CI run as root; Open MPI refuses without these
-        env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
-    env.setdefault("OMPI_MCA_rmaps_base_oversubscribe", "1")  # laptops: ranks > cores is fine
-    return env
 
 
 def _stage(number: int, total: int, title: str, args: list[str], ranks: int = 0) -> None:
@@ -31,7 +24,7 @@ def _stage(number: int, total: int, title: str, args: list[str], ranks: int = 0)
     shown = (["mpirun", "-np", str(ranks)] if ranks else []) + ["hpml", *args]
     print(f"\n=== [{number}/{total}] {title}\n$ {' '.join(shown)}", flush=True)
     start = time.monotonic()
-    proc = subprocess.run(cmd, env=mpi_env())
+    proc = subprocess.run(cmd, env=mpirun_env())
     if proc.returncode != 0:
         raise SystemExit(f"hpml demo: stage '{title}' failed with exit code {proc.returncode}")
     print(f"=== [{number}/{total}] done in {time.monotonic() - start:.0f}s", flush=True)

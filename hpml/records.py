@@ -37,6 +37,11 @@ def shard_name(split: str, rank: int, index: int, gzip: bool = False) -> str:
     return f"{split}-{rank:05d}-{index:05d}.tfrecord" + (".gz" if gzip else "")
 
 
+def compression_of(shard: str) -> str:
+    """TFRecord compression type of a shard, from its name (see shard_name)."""
+    return "GZIP" if str(shard).endswith(".gz") else ""
+
+
 def example_bytes(fields: dict[str, Any]) -> bytes:
     """Serialise one record; `fields` must hold exactly the keys of FIELDS."""
     import tensorflow as tf
@@ -76,15 +81,18 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
     """Write to a temporary name, fsync, rename: a reader never sees half a file."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, sort_keys=True)
-        fh.write("\n")
+        fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
 class ManifestError(Exception):

@@ -7,6 +7,7 @@ absent, and the SLURM ones lie inside an allocation shared with other steps.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -39,6 +40,15 @@ def mpi_world() -> World:
     world = World(comm.Get_rank(), comm.Get_size(), local.Get_rank())
     local.Free()
     return world
+
+
+def mpirun_env() -> dict[str, str]:
+    """Environment for launching `mpirun` children from hpml (demo, benchmarks)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
+    if os.geteuid() == 0:  # containers and CI run as root; Open MPI refuses without these
+        env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    env.setdefault("OMPI_MCA_rmaps_base_oversubscribe", "1")  # laptops: ranks > cores is fine
+    return env
 
 
 def _shared_type() -> int:

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import cv2
 import numpy as np
 
 from hpml.config import Config
+from hpml.world import mpirun_env
 from preprocess.plan import read_items
 from preprocess.run import REPORT
 
@@ -50,11 +50,9 @@ def mpi_run(ranks: int, split_dir: Path, config: Path | None, overrides: list[st
     cmd += ["--config", str(config)] if config else []
     for item in overrides:
         cmd += ["--set", item]
-    env = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-           "OMPI_MCA_rmaps_base_oversubscribe": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}  # fmt: skip
     start = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=mpirun_env())
         wall = time.perf_counter() - start
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")

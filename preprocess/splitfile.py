@@ -8,11 +8,11 @@ contain spaces (later ieee8023 layouts do), so a line is split from both ends.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from hpml.config import CLASSES
+from hpml.records import write_text_atomic
 from preprocess.csvio import SourceError
 
 _LABEL_ALIASES = {c.lower(): c for c in CLASSES} | {"covid19": "COVID-19", "positive": "COVID-19"}
@@ -54,12 +54,6 @@ def read_split(path: Path, default_source: str = "") -> list[SplitLine]:
     return [
         parse_line(line, f"{path}:{n}", default_source) for n, line in enumerate(text.splitlines(), 1) if line.strip()
     ]
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def write_split(path: Path, lines: list[SplitLine]) -> None:

@@ -6,7 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 from hpml.config import CLASSES
-from hpml.records import file_sha256, load_manifest, parse_fn
+from hpml.records import compression_of, file_sha256, load_manifest, parse_fn
 
 
 def verify(shard_dir: Path) -> list[str]:
@@ -30,9 +30,8 @@ def verify(shard_dir: Path) -> list[str]:
             continue
         classes: Counter[str] = Counter()
         count = 0
-        compression = "GZIP" if shard["file"].endswith(".gz") else ""
         try:
-            for raw in tf.data.TFRecordDataset(str(path), compression_type=compression):
+            for raw in tf.data.TFRecordDataset(str(path), compression_type=compression_of(shard["file"])):
                 rec = parse(raw)
                 image = tf.io.decode_image(rec["image"], channels=1, expand_animations=False)
                 name = rec["label_name"].numpy().decode()
