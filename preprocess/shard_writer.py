@@ -1,9 +1,10 @@
 """One rank's TFRecord shards for one split, written crash-safe and resumable.
 
-A shard is written under a hidden temporary name and renamed when complete; then its
-journal entry (.journal/<shard>.json: items, counts, bytes, sha256, config hash) is written
-atomically. A rerun walks the same item sequence and reuses every shard whose journal entry
-lists exactly the next items, under the same config, with a file whose sha256 still matches.
+A shard is written under a hidden temporary name; its journal entry (.journal/<shard>.json:
+items, counts, bytes, sha256, config hash) is written atomically, and only then is the shard
+renamed to its final name. A rerun walks the same item sequence and reuses every shard whose
+journal entry lists exactly the next items, under the same config, with a file whose sha256
+still matches.
 So a crash never leaves a shard that looks whole, and finished shards are never rewritten.
 """
 
@@ -101,21 +102,22 @@ class ShardWriter:
         self._writer = None
         with open(self._tmp, "rb") as fh:
             os.fsync(fh.fileno())
-        final = self.out / self.name
-        os.replace(self._tmp, final)
         entry = {
             "file": self.name,
             "split": self.split,
             "rank": self.rank,
             "count": len(self._keys),
             "classes": dict(sorted(self._classes.items())),
-            "bytes": final.stat().st_size,
-            "sha256": file_sha256(final),
+            "bytes": self._tmp.stat().st_size,
+            "sha256": file_sha256(self._tmp),
             "items": self._keys,
             "skipped": self._skipped,
             "config_hash": self.config_hash,
         }
+        # Journal first, rename last: a shard under its final name always has its entry, and an
+        # entry whose file is missing or differs is simply rewritten by the next run.
         write_json_atomic(self.out / JOURNAL / f"{self.name}.json", entry)
+        os.replace(self._tmp, self.out / self.name)
         self.entries.append(entry)
         self.index += 1
         self._reset()
