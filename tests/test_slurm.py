@@ -10,6 +10,7 @@ import yaml
 from conftest import REPO, hpml
 from slurmcluster import LocalSlurm, SlurmUnavailable
 
+from hpml.preemption import MARKER, REQUEUE_EXIT_CODE
 from preprocess.covidx import build
 from preprocess.synth import synth
 
@@ -129,4 +130,6 @@ def test_job_scripts_are_valid_bash_with_real_directives():
         assert subprocess.run(["bash", "-n", str(script)]).returncode == 0, script
         text = script.read_text()
         assert "#SBATCH --" in text and "##SBATCH" not in text  # the seed's were commented out
-    assert "--signal=B:USR1@" in (REPO / "jobs/train.sbatch").read_text()
+    train = (REPO / "jobs/train.sbatch").read_text()
+    assert "--signal=B:USR1@" in train
+    assert f"REQUEUE_EXIT={REQUEUE_EXIT_CODE} " in train and f'"${{RUN_DIR}}/{MARKER}"' in train  # one contract
