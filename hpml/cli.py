@@ -10,7 +10,7 @@ import logging
 import sys
 from pathlib import Path
 
-from hpml import commands
+from hpml import commands, failure
 from hpml.config import ConfigError
 from hpml.logs import setup_logging
 
@@ -178,11 +178,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     setup_logging(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
-    try:
-        return args.func(args)
-    except (ConfigError, SourceError, PreprocessError, ManifestError, FileNotFoundError, SubmitError) as exc:
-        print(f"hpml: error: {exc}", file=sys.stderr)
-        return 2
+    # The collective failure rule (hpml.failure): an error on any rank ends every rank, once.
+    usage_errors = (ConfigError, SourceError, PreprocessError, ManifestError, FileNotFoundError, SubmitError)
+    return failure.run(lambda: args.func(args), usage_errors)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ class DataConfig:
     image_size: int = field(default=512, metadata=_range(16, 4096))
     splits: list[str] = field(default_factory=lambda: ["train", "val", "test"])
     stage_dir: str | None = None  # copy shards here (e.g. $TMPDIR) before training
+    verify: bool = True  # check the shards' sha256 against the manifest before the first step
 
 
 @dataclass
@@ -47,12 +48,14 @@ class PreprocessConfig:
     jpeg_quality: int = field(default=95, metadata=_range(1, 100))
     shard_mb: float = field(default=150.0, metadata=_range(0.001, 10_000))
     compression: Literal["none", "gzip"] = "none"
+    # Fail (after writing the manifest and report) when more than this fraction is unusable.
+    max_skipped: float = field(default=0.01, metadata=_range(0.0, 1.0))
 
 
 @dataclass
 class ModelConfig:
     backbone: Literal["tiny_cnn", "resnet50v2", "resnext50", "efficientnetb4", "mobilenetv2"] = "resnet50v2"
-    head: Literal["flatten", "gap"] = "flatten"
+    head: Literal["flatten", "gap", "covidnext"] = "flatten"
     weights: str | None = None  # local file only: compute nodes have no internet
     dropout: float = field(default=0.0, metadata=_range(0.0, 0.95))
 
@@ -79,8 +82,14 @@ class TrainConfig:
     class_weights: dict[str, float] = field(default_factory=lambda: {"normal": 1.0, "pneumonia": 1.0, "COVID-19": 1.0})
     covid_percent: float | None = field(default=None, metadata=_range(0.0, 1.0))
     steps_per_epoch: int | None = field(default=None, metadata=_range(1, 10_000_000))
+    # ReduceLROnPlateau on the validation loss, Keras semantics, HPML's values (train_keras.py).
     plateau_factor: float = field(default=0.7, metadata=_range(0.0, 1.0))
     plateau_patience: int = field(default=5, metadata=_range(0, 10_000))
+    plateau_min_delta: float = field(default=0.01, metadata=_range(0.0, 1e9))
+    plateau_min_lr: float = field(default=1e-6, metadata=_range(0.0, 10.0))
+    plateau_cooldown: int = field(default=0, metadata=_range(0, 10_000))
+    validate: bool = True  # false: train without a val split (no plateau, best = last epoch)
+    shuffle_buffer: int = field(default=2048, metadata=_range(1, 10_000_000))  # records, per rank
     mixed_precision: bool = False
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)

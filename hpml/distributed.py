@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from hpml import failure
 from hpml.world import World
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,9 @@ def init(pin_gpu: bool = True) -> World:
             tf.config.experimental.set_memory_growth(gpu, True)
         if gpus:  # --gpus-per-node gives every rank all of the node's GPUs: take ours
             tf.config.set_visible_devices(gpus[hvd.local_rank() % len(gpus)], "GPU")
-    return World(hvd.rank(), hvd.size(), hvd.local_rank())
+    world = World(hvd.rank(), hvd.size(), hvd.local_rank())
+    failure.bind(world)
+    return world
 
 
 def world() -> World:

@@ -39,6 +39,9 @@ def mpi_world() -> World:
     local = comm.Split_type(_shared_type(), key=comm.Get_rank())
     world = World(comm.Get_rank(), comm.Get_size(), local.Get_rank())
     local.Free()
+    from hpml import failure  # here, not at the top: failure imports this module
+
+    failure.bind(world)
     return world
 
 

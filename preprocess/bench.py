@@ -20,8 +20,8 @@ import numpy as np
 
 from hpml.config import Config
 from hpml.world import mpirun_env
+from preprocess.manifest import REPORT
 from preprocess.plan import read_items
-from preprocess.run import REPORT
 
 
 def _bare_decode(path: str) -> np.ndarray:

@@ -1,18 +1,24 @@
 """Who preprocesses what: split files -> work items -> a byte-balanced share per rank.
 
 File sizes vary 100x (a 13 kB JPEG next to a 4 MB PNG), and decode time follows bytes, so
-ranks are balanced by bytes with the longest-processing-time rule, not by count. The plan
-is a pure function of the inputs: every rerun with the same rank count gets the same shards.
+ranks are balanced by bytes with the longest-processing-time rule, not by count. Each share
+is then put in a seeded random order, so every shard mixes sources and classes (split files
+are sorted by source: shards in that order would feed training one source at a time). The
+plan is a pure function of the inputs: every rerun with the same rank count gets the same shards.
 """
 
 from __future__ import annotations
 
 import heapq
+import json
 import os
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
 from preprocess.splitfile import load_roots, read_split
+
+SHARD_ORDER_SEED = 20200321  # fixed: a rerun must walk the same item sequence to reuse shards
 
 
 @dataclass(frozen=True, order=True)
@@ -24,10 +30,12 @@ class Item:
     label: str
     path: str  # absolute
     size: int  # bytes on disk, -1 when missing (then it is skipped and reported by a rank)
+    sha256: str = ""  # of the file when the split was built (split.json), "" if unknown
 
 
 def read_items(split_dir: Path, splits: list[str]) -> list[Item]:
     roots = load_roots(split_dir)
+    digests = _split_digests(split_dir)
     items = []
     for split in splits:
         for line in read_split(split_dir / f"{split}.txt"):
@@ -39,14 +47,23 @@ def read_items(split_dir: Path, splits: list[str]) -> list[Item]:
                 size = os.stat(path).st_size
             except OSError:
                 size = -1
-            items.append(Item(split, line.source, line.filename, line.patient, line.label, str(path), size))
+            digest = digests.get(f"{line.source}/{line.filename}", "")
+            items.append(Item(split, line.source, line.filename, line.patient, line.label, str(path), size, digest))
     return items
+
+
+def _split_digests(split_dir: Path) -> dict[str, str]:
+    """`source/filename` -> sha256 recorded by `covidx build` (imported splits have none)."""
+    try:
+        return json.loads((split_dir / "split.json").read_text(encoding="utf-8")).get("sha256", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
 
 
 def assign(items: list[Item], ranks: int) -> list[list[Item]]:
     """Longest-processing-time first: biggest file to the least loaded rank (ties: lowest rank).
 
-    Each rank's share comes back sorted by (split, source, filename) so shards are stable.
+    Each rank's share comes back in a seeded random order (stable for the same inputs).
     """
     heap = [(0, r) for r in range(ranks)]
     shares: list[list[Item]] = [[] for _ in range(ranks)]
@@ -54,4 +71,9 @@ def assign(items: list[Item], ranks: int) -> list[list[Item]]:
         load, rank = heapq.heappop(heap)
         shares[rank].append(item)
         heapq.heappush(heap, (load + max(item.size, 1), rank))
-    return [sorted(share) for share in shares]
+    return [_mixed(sorted(share)) for share in shares]
+
+
+def _mixed(share: list[Item]) -> list[Item]:
+    random.Random(SHARD_ORDER_SEED).shuffle(share)
+    return share

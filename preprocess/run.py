@@ -1,10 +1,11 @@
 """`hpml preprocess`: split files -> model-sized TFRecord shards + manifest, on N MPI ranks.
 
-Rank 0 checks the inputs and the output folder and makes the plan; the verdict is broadcast,
-so a bad path stops every rank with the same message instead of hanging them. Each rank then
-decodes its byte-balanced share and writes its own shards. A bad image is skipped and
-recorded; an error that prevents writing aborts the whole MPI job at once (MPI_Abort).
-Rank 0 gathers the shard entries and writes manifest.json atomically.
+Rank 0 reads the split, checks the output folder and makes the plan, and broadcasts it. Each
+rank decodes its byte-balanced share and writes its own shards. A bad image is skipped and
+recorded; anything else that goes wrong on any rank ends every rank under the collective
+failure rule (hpml.failure). Rank 0 gathers the shard entries and writes manifest.json
+atomically, then the report; when more than `preprocess.max_skipped` of the images could not
+be used the job fails after writing them, so the user sees what was lost.
 """
 
 from __future__ import annotations
@@ -13,22 +14,22 @@ import hashlib
 import json
 import logging
 import shutil
-import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from hpml.config import CLASSES, Config
+from hpml.failure import at, phase
 from hpml.imaging import ImageError, decode_gray, encode, fit_square, read_bytes
-from hpml.records import JOURNAL, MANIFEST, SCHEMA_VERSION, example_bytes, write_json_atomic
-from hpml.world import World, mpi_comm, mpi_world
+from hpml.records import JOURNAL, MANIFEST, SCHEMA_VERSION, example_bytes
+from hpml.world import mpi_comm, mpi_world
 from preprocess.job_progress import JobProgress
+from preprocess.manifest import summarise, write_manifest
 from preprocess.plan import Item, assign, read_items
 from preprocess.shard_writer import ShardWriter
 
 log = logging.getLogger(__name__)
-ABORT_CODE = 3
-REPORT = "preprocess-report.json"
 
 
 class PreprocessError(Exception):
@@ -53,35 +54,37 @@ def _config_hash(cfg: Config, split_dir: Path, splits: list[str]) -> str:
 
 
 def _prepare(cfg: Config, split_dir: Path, out: Path, force: bool, ranks: int):
-    """Rank 0: validate, clear on --force, plan. Returns (config hash, shares)."""
-    splits = [s for s in cfg.data.splits if (split_dir / f"{s}.txt").is_file()]
-    if not splits:
-        raise PreprocessError(f"{split_dir}: no split files ({', '.join(cfg.data.splits)}.txt)")
-    items = read_items(split_dir, splits)
-    if not items:
-        raise PreprocessError(f"{split_dir}: the split files list no images")
-    chash = _config_hash(cfg, split_dir, splits)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / JOURNAL).mkdir(exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as exc:
-        raise PreprocessError(f"output folder {out} is not writable: {exc.strerror or exc}") from None
-    old = _existing_hash(out)
-    if old not in (None, chash):
-        if not force:
-            raise PreprocessError(
-                f"{out} holds shards made with other settings or inputs; refusing to mix them. "
-                "Use another --out, or --force to delete them and start again."
-            )
-        log.warning("--force: deleting the old shards in %s", out)
-        for path in [*out.glob("*.tfrecord*"), out / MANIFEST]:
-            path.unlink(missing_ok=True)
-        shutil.rmtree(out / JOURNAL, ignore_errors=True)
-        (out / JOURNAL).mkdir()
-    return chash, splits, assign(items, ranks)
+    """Rank 0: validate, clear on --force, plan. Returns (config hash, splits, shares)."""
+    with phase("read_split"):
+        splits = [s for s in cfg.data.splits if (split_dir / f"{s}.txt").is_file()]
+        if not splits:
+            raise PreprocessError(f"{split_dir}: no split files ({', '.join(cfg.data.splits)}.txt)")
+        items = read_items(split_dir, splits)
+        if not items:
+            raise PreprocessError(f"{split_dir}: the split files list no images")
+    with phase("plan"):
+        chash = _config_hash(cfg, split_dir, splits)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / JOURNAL).mkdir(exist_ok=True)
+            probe = out / ".write-test"
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError as exc:
+            raise PreprocessError(f"output folder {out} is not writable: {exc.strerror or exc}") from None
+        old = _existing_hash(out)
+        if old not in (None, chash):
+            if not force:
+                raise PreprocessError(
+                    f"{out} holds shards made with other settings or inputs; refusing to mix them. "
+                    "Use another --out, or --force to delete them and start again."
+                )
+            log.warning("--force: deleting the old shards in %s", out)
+            for path in [*out.glob("*.tfrecord*"), out / MANIFEST]:
+                path.unlink(missing_ok=True)
+            shutil.rmtree(out / JOURNAL, ignore_errors=True)
+            (out / JOURNAL).mkdir()
+        return chash, splits, assign(items, ranks)
 
 
 def _existing_hash(out: Path) -> str | None:
@@ -97,9 +100,16 @@ def _existing_hash(out: Path) -> str | None:
     return None
 
 
-def _record(item: Item, cfg: Config) -> tuple[bytes, int]:
-    """Decode, crop/resize, encode one image. Raises ImageError for a bad image."""
-    data = read_bytes(item.path)
+def _record(item: Item, cfg: Config) -> tuple[bytes, int, str]:
+    """Decode, crop/resize, encode one image -> (record, bytes read, sha256 of the file).
+
+    Raises ImageError for a bad image; `transient` on it says a rerun may succeed.
+    """
+    try:
+        data = read_bytes(item.path)
+    except ImageError as exc:
+        exc.transient = True  # not found, I/O error: a mount or a copy may be fixed
+        raise
     try:
         gray = decode_gray(data, item.path)
         img = fit_square(gray, cfg.data.image_size, cfg.preprocess.policy, cfg.preprocess.top_crop)
@@ -108,17 +118,17 @@ def _record(item: Item, cfg: Config) -> tuple[bytes, int]:
     except Exception as exc:  # any decoder failure is this image's problem, not the job's
         raise ImageError(item.path, f"decode failed: {type(exc).__name__}: {exc}") from None
     encoded = encode(img, cfg.preprocess.encoding, cfg.preprocess.jpeg_quality)
+    digest = hashlib.sha256(data).hexdigest()
     fields = {"image": encoded, "label": CLASSES.index(item.label), "label_name": item.label,
               "patient": item.patient, "source": item.source, "filename": item.filename,
-              "height": gray.shape[0], "width": gray.shape[1],
-              "sha256": hashlib.sha256(data).hexdigest()}  # fmt: skip
-    return example_bytes(fields), len(data)
+              "height": gray.shape[0], "width": gray.shape[1], "sha256": digest}  # fmt: skip
+    return example_bytes(fields), len(data), digest
 
 
 def _process_share(share, cfg, out, chash, world, progress) -> dict[str, Any]:
     start = time.monotonic()
     stats = {"rank": world.rank, "images": 0, "skipped": 0, "reused": 0, "bytes_in": 0, "bytes_out": 0}
-    entries = []
+    entries, changed = [], []
     limit = int(cfg.preprocess.shard_mb * 1e6)
     gzip = cfg.preprocess.compression == "gzip"
     for split in sorted({it.split for it in share}):
@@ -128,13 +138,16 @@ def _process_share(share, cfg, out, chash, world, progress) -> dict[str, Any]:
         if done:
             progress.tick(done)
         for item in items[done:]:
+            at("encode")
             try:
-                record, size_in = _record(item, cfg)
+                record, size_in, digest = _record(item, cfg)
             except ImageError as exc:
-                log.warning("skipping %s: %s", item.path, exc.reason)
-                writer.skip(item, exc.reason, world.rank)
+                log.debug("skipping %s: %s", item.path, exc.reason)
+                writer.skip(item, exc.reason, world.rank, transient=getattr(exc, "transient", False))
                 stats["skipped"] += 1
             else:
+                if item.sha256 and digest != item.sha256:
+                    changed.append({"item": f"{item.source}/{item.filename}", "path": item.path})
                 writer.add(item, record)
                 stats["images"] += 1
                 stats["bytes_in"] += size_in
@@ -144,24 +157,15 @@ def _process_share(share, cfg, out, chash, world, progress) -> dict[str, Any]:
         entries.extend(writer.entries)
     stats["bytes_out"] = sum(e["bytes"] for e in entries)
     stats["seconds"] = time.monotonic() - start
-    return {"stats": stats, "entries": entries}
+    return {"stats": stats, "entries": entries, "changed": changed}
 
 
 def run(cfg: Config, split_dir: Path, out: Path, force: bool = False) -> int:
     comm = mpi_comm()
     world = mpi_world()
-    verdict: Any
-    if world.is_root:
-        try:
-            verdict = _prepare(cfg, split_dir, out, force, world.size)
-        except (PreprocessError, OSError, ValueError) as exc:
-            verdict = PreprocessError(str(exc))
-    else:
-        verdict = None
-    verdict = comm.bcast(verdict, root=0)
-    if isinstance(verdict, Exception):
-        raise verdict
-    chash, splits, shares = verdict
+    plan = _prepare(cfg, split_dir, out, force, world.size) if world.is_root else None
+    with phase("share"):
+        chash, splits, shares = comm.bcast(plan, root=0)
     share = shares[world.rank]
     total = sum(len(s) for s in shares)
     share_mb = sum(max(i.size, 0) for i in share) / 1e6
@@ -171,62 +175,36 @@ def run(cfg: Config, split_dir: Path, out: Path, force: bool = False) -> int:
 
     t0 = time.monotonic()
     progress = JobProgress(comm, world, total, "preprocess")
-    try:
+    with phase("write"):
         result = _process_share(share, cfg, out, chash, world, progress)
-    except Exception as exc:  # cannot write: nothing sensible to continue with on any rank
-        log.critical("rank %d cannot continue: %s: %s; aborting all ranks", world.rank, type(exc).__name__, exc)
-        sys.stderr.flush()
-        comm.Abort(ABORT_CODE)
-    progress.finish()
-    results = comm.gather(result, root=0)
+    with phase("gather"):
+        progress.finish()
+        results = comm.gather(result, root=0)
     if world.is_root:
-        manifest = _write_manifest(cfg, split_dir, out, chash, splits, results)
-        _summarise(results, time.monotonic() - t0, manifest, world, out)
+        with phase("manifest"):
+            manifest = write_manifest(settings(cfg), split_dir, out, chash, splits, results)
+        with phase("report"):
+            summarise(results, time.monotonic() - t0, manifest, world, out)
+            _check_losses(manifest, total, cfg.preprocess.max_skipped, out)
     comm.Barrier()
     return 0
 
 
-def _write_manifest(cfg, split_dir, out, chash, splits, results) -> dict[str, Any]:
-    entries = sorted((e for r in results for e in r["entries"]), key=lambda e: e["file"])
-    shards = [{k: e[k] for k in ("file", "split", "rank", "count", "classes", "bytes", "sha256")} for e in entries]
-    skipped = sorted(({"split": e["split"], **s} for e in entries for s in e["skipped"]), key=lambda s: s["item"])
-    totals: dict[str, Any] = {}
-    for split in splits:
-        mine = [e for e in entries if e["split"] == split]
-        classes = {c: sum(e["classes"].get(c, 0) for e in mine) for c in CLASSES}
-        totals[split] = {"count": sum(e["count"] for e in mine), "classes": classes,
-                         "bytes": sum(e["bytes"] for e in mine), "shards": len(mine),
-                         "skipped": sum(len(e["skipped"]) for e in mine)}  # fmt: skip
-    manifest = {"schema_version": SCHEMA_VERSION, "config_hash": chash, "settings": settings(cfg),
-                "split_dir": str(split_dir.resolve()), "splits": splits, "ranks": len(results),
-                "shards": shards, "skipped": skipped, "totals": totals}  # fmt: skip
-    write_json_atomic(out / MANIFEST, manifest)
-    keep = {e["file"] for e in entries}
-    for stale in out.glob("*.tfrecord*"):  # from an earlier run with another rank count
-        if stale.name not in keep:
-            stale.unlink()
-            (out / JOURNAL / f"{stale.name}.json").unlink(missing_ok=True)
-    for partial in out.glob(".*.tmp"):  # left by a killed run
-        partial.unlink()
-    return manifest
-
-
-def _summarise(results, seconds: float, manifest: dict[str, Any], world: World, out: Path) -> None:
-    stats = [r["stats"] for r in results]
-    images = sum(s["images"] for s in stats)
-    # Timings change every run, so they live beside the (deterministic) manifest, not in it.
-    report = {"ranks": world.size, "seconds": seconds, "images": images, "per_rank": stats,
-              "images_per_second": images / max(seconds, 1e-9),
-              "skipped": len(manifest["skipped"])}  # fmt: skip
-    write_json_atomic(out / REPORT, report)
-    lines = [f"{'rank':>4} {'images':>7} {'skipped':>7} {'reused':>6} {'MB in':>8} {'MB out':>7} {'img/s':>7}"]
-    for s in stats:
-        rate = s["images"] / s["seconds"] if s["seconds"] > 0 else 0.0
-        lines.append(f"{s['rank']:>4} {s['images']:>7} {s['skipped']:>7} {s['reused']:>6} "
-                     f"{s['bytes_in'] / 1e6:>8.1f} {s['bytes_out'] / 1e6:>7.1f} {rate:>7.1f}")  # fmt: skip
-    print("\n".join(lines))
-    counts = ", ".join(f"{k}: {v['count']}" for k, v in manifest["totals"].items())
-    print(f"preprocess: {images} images encoded in {seconds:.1f}s ({images / max(seconds, 1e-9):.1f} img/s "
-          f"over {world.size} rank(s)); skipped {len(manifest['skipped'])}; "
-          f"records {counts}; {len(manifest['shards'])} shards")  # fmt: skip
-    sys.stdout.flush()
+def _check_losses(manifest: dict[str, Any], total: int, max_skipped: float, out: Path) -> None:
+    """Fail (after the manifest and report are written) when too many images were unusable."""
+    skipped = manifest["skipped"]
+    by_reason: dict[str, list[str]] = defaultdict(list)
+    for s in skipped:
+        by_reason[s["reason"].split(": ")[0].split(" (")[0]].append(s["path"])
+    for reason, paths in sorted(by_reason.items(), key=lambda kv: -len(kv[1])):
+        shown = ", ".join(paths[:3]) + (f", ... ({len(paths) - 3} more)" if len(paths) > 3 else "")
+        log.warning("skipped %d image(s): %s: %s", len(paths), reason, shown)
+    if skipped:
+        log.warning('every skipped image, with its reason: %s ("skipped")', out / MANIFEST)
+    if total and len(skipped) / total > max_skipped:
+        raise PreprocessError(
+            f"{len(skipped)} of {total} images ({len(skipped) / total:.1%}) could not be used, more than "
+            f"preprocess.max_skipped={max_skipped:g}; the shards and {out / MANIFEST} list them. Fix the "
+            "sources and rerun (images skipped as missing or unreadable are retried), or raise "
+            "preprocess.max_skipped to accept the loss."
+        )

@@ -4,7 +4,8 @@ A shard is written under a hidden temporary name; its journal entry (.journal/<s
 items, counts, bytes, sha256, config hash) is written atomically, and only then is the shard
 renamed to its final name. A rerun walks the same item sequence and reuses every shard whose
 journal entry lists exactly the next items, under the same config, with a file whose sha256
-still matches.
+still matches, and which skipped no image for a transient reason (file not found, I/O error):
+such a shard is rewritten, so a fixed mount or a restored file gets its images in.
 So a crash never leaves a shard that looks whole, and finished shards are never rewritten.
 """
 
@@ -16,6 +17,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from hpml.config import CLASSES
+from hpml.failure import at
 from hpml.records import JOURNAL, file_sha256, shard_name, write_json_atomic
 from preprocess.plan import Item
 
@@ -45,6 +48,7 @@ class ShardWriter:
 
     def _reset(self) -> None:
         self._keys: list[str] = []
+        self._labels: list[str] = []  # class index per record, in record order
         self._skipped: list[dict[str, str]] = []
         self._classes: Counter[str] = Counter()
         self._bytes = 0
@@ -65,7 +69,7 @@ class ShardWriter:
             path = self.out / self.name
             if set(listed) != upcoming or not path.is_file() or path.stat().st_size != entry["bytes"]:
                 return done
-            if file_sha256(path) != entry["sha256"]:
+            if file_sha256(path) != entry["sha256"] or any(s.get("transient") for s in entry["skipped"]):
                 return done
             self.entries.append(entry)
             self.reused += 1
@@ -81,13 +85,15 @@ class ShardWriter:
             self._writer = tf.io.TFRecordWriter(str(self._tmp), options)
         self._writer.write(record)
         self._keys.append(item_key(item))
+        self._labels.append(str(CLASSES.index(item.label)))
         self._classes[item.label] += 1
         self._bytes += len(record) + 16  # TFRecord framing: length, two CRCs
         if self._bytes >= self.limit:
             self.close_shard()
 
-    def skip(self, item: Item, reason: str, rank: int) -> None:
-        self._skipped.append({"item": item_key(item), "path": item.path, "reason": reason, "rank": rank})
+    def skip(self, item: Item, reason: str, rank: int, transient: bool = False) -> None:
+        entry = {"item": item_key(item), "path": item.path, "reason": reason, "rank": rank}
+        self._skipped.append({**entry, "transient": True} if transient else entry)
 
     def close_shard(self) -> None:
         """Finish the open shard (also one holding only skipped items, as an empty file)."""
@@ -98,6 +104,7 @@ class ShardWriter:
 
             self._tmp = self.out / f".{self.name}.tmp"
             self._writer = tf.io.TFRecordWriter(str(self._tmp))
+        at("shard_close")
         self._writer.close()  # flushes; raises on a full disk
         self._writer = None
         with open(self._tmp, "rb") as fh:
@@ -111,6 +118,7 @@ class ShardWriter:
             "bytes": self._tmp.stat().st_size,
             "sha256": file_sha256(self._tmp),
             "items": self._keys,
+            "labels": "".join(self._labels),
             "skipped": self._skipped,
             "config_hash": self.config_hash,
         }
