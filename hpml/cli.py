@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", parents=[common], help="Horovod data-parallel training from the shards")
     tr.add_argument("--shards", type=Path, help="preprocessed shard folder (data.shards)")
     tr.add_argument("--run-dir", type=Path, required=True, help="run folder; an existing one resumes")
+    tr.add_argument("--restart", action="store_true",
+                    help="start the run over: its checkpoints and history are kept aside, not resumed")  # fmt: skip
     tr.set_defaults(func=commands.cmd_train)
 
     ev = sub.add_parser("evaluate", parents=[common], help="exact metrics and reports for a split")
@@ -171,7 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from hpml.checkpoints import IncompatibleCheckpoint
+    from hpml.epoch_plan import TrainDataError
     from hpml.records import ManifestError
+    from hpml.rundir import RunLocked
     from hpml.slurm import SubmitError
     from preprocess.csvio import SourceError
     from preprocess.run import PreprocessError
@@ -179,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
     # The collective failure rule (hpml.failure): an error on any rank ends every rank, once.
-    usage_errors = (ConfigError, SourceError, PreprocessError, ManifestError, FileNotFoundError, SubmitError)
+    usage_errors = (ConfigError, SourceError, PreprocessError, ManifestError, FileNotFoundError, SubmitError,
+                    TrainDataError, IncompatibleCheckpoint, RunLocked)  # fmt: skip
     return failure.run(lambda: args.func(args), usage_errors)
 
 

@@ -59,8 +59,8 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     from hpml.world import mpi_world
     from preprocess.run import run
 
-    cfg = load_config(args.config, args.overrides)
     setup_logging(mpi_world(), logging.DEBUG if args.verbose else logging.INFO)
+    cfg = load_config(args.config, args.overrides)
     split_dir = args.split_dir or _required(cfg.data.split_dir, "--split-dir", "data.split_dir")
     out = args.out or _required(cfg.data.shards, "--out", "data.shards")
     return run(cfg, Path(split_dir), Path(out), force=args.force)
@@ -92,11 +92,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from hpml import distributed
     from hpml.train import train
 
+    world = distributed.init()  # first: every later failure then ends all ranks (hpml.failure)
+    setup_logging(world, logging.DEBUG if args.verbose else logging.INFO)
     cfg = load_config(args.config, args.overrides)
     shards = args.shards or _required(cfg.data.shards, "--shards", "data.shards")
-    world = distributed.init()
-    setup_logging(world, logging.DEBUG if args.verbose else logging.INFO)
-    return train(cfg, Path(shards), args.run_dir)
+    return train(cfg, Path(shards), args.run_dir, restart=args.restart)
 
 
 def cmd_bench_input(args: argparse.Namespace) -> int:

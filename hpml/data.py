@@ -1,29 +1,30 @@
 """tf.data from the shards: the training stream and the evaluation stream.
 
-Training: shard list shuffled with one seed on every rank, then split by rank -> parallel
-interleave -> shuffle -> parse -> optional COVID-Net class balancing -> (skip what a resumed
-run already consumed) -> decode + augment -> fixed-size batches -> prefetch. The stream is
-infinite and deterministic for a seed: every rank runs exactly `steps_per_epoch` steps, and a
-resumed run continues at the same record. Augmentation uses stateless ops keyed by the
-record's position, so it too replays identically.
+Training follows hpml.epoch_plan: each rank reads its exact part of every class stream as
+record spans -> keeps the stream's classes -> shuffles (seeded per epoch and rank) -> batches
+of the stream's share (COVID-Net's fixed COVID-19 share per batch when balancing) -> the
+batches of the streams side by side -> (skip what a resumed run already trained on, before
+any decode) -> decode + augment -> prefetch. Every rank gets exactly `plan.steps` batches, and
+the same epoch asked twice gives the same stream, so a resumed run continues at the same
+record. Augmentation uses stateless ops keyed by the record's position: it replays too.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import shutil
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 
 from hpml.config import CLASSES, Config
+from hpml.epoch_plan import TrainPlan, epoch_seed
 from hpml.records import compression_of, file_sha256, load_manifest, parse_fn
 from hpml.world import World
 
 log = logging.getLogger(__name__)
 AUTOTUNE = tf.data.AUTOTUNE
-COVID = CLASSES.index("COVID-19")
 
 
 def decode_record_image(image_bytes: tf.Tensor, size: int) -> tf.Tensor:
@@ -87,41 +88,67 @@ def _records(files: list[str]) -> tf.data.Dataset:
     return tf.data.TFRecordDataset(files, compression_type=compression, num_parallel_reads=None)
 
 
-def train_dataset(
-    shard_dir: Path, cfg: Config, world: World, epoch: int, start_step: int, steps: int
-) -> tf.data.Dataset:
-    """This rank's batches `start_step..steps` of `epoch`; the same every time it is asked."""
-    t = cfg.train
-    files = shard_files(shard_dir, "train")
-    if not files:
-        raise ValueError(f"{shard_dir}: no train shards")
-    seed = t.seed * 100_003 + epoch  # a new order each epoch, reproducible on resume
-    random.Random(seed).shuffle(files)  # the same order on every rank, then split by rank
-    by_file = len(files) >= world.size
-    if by_file:
-        files = files[world.rank :: world.size]
-    compression = compression_of(files[0])
-    ds = tf.data.Dataset.from_tensor_slices(files).repeat()  # never runs dry: steps are fixed
-    ds = ds.interleave(
-        lambda f: tf.data.TFRecordDataset(f, compression_type=compression),
-        cycle_length=min(4, len(files)), num_parallel_calls=AUTOTUNE, deterministic=True,
+def train_shard_labels(shard_dir: Path, manifest: dict) -> list[tuple[str, str]]:
+    """(shard path, class digit per record) for every train shard, from the manifest.
+
+    Manifests written before per-record labels existed are read from the shards themselves.
+    """
+    entries = [s for s in manifest["shards"] if s["split"] == "train" and s["count"]]
+    if any("labels" not in s for s in entries):
+        log.warning("%s has no per-record labels (made by an older hpml): reading them from the shards; "
+                    "rerun `hpml preprocess` to skip this", shard_dir / "manifest.json")  # fmt: skip
+    return [(str(shard_dir / s["file"]), s["labels"] if "labels" in s else _read_labels(shard_dir / s["file"]))
+            for s in entries]  # fmt: skip
+
+
+def _read_labels(path: Path) -> str:
+    spec = {"label": tf.io.FixedLenFeature([], tf.int64)}
+    ds = tf.data.TFRecordDataset(str(path), compression_type=compression_of(str(path)))
+    ds = ds.map(lambda r: tf.io.parse_single_example(r, spec)["label"]).batch(4096)
+    return "".join(str(int(v)) for batch in ds for v in batch.numpy())
+
+
+def _read_spans(spans, compression: str) -> tf.data.Dataset:
+    files, starts, lengths = zip(*((s.file, s.start, s.stop - s.start) for s in spans), strict=True)
+    ds = tf.data.Dataset.from_tensor_slices((list(files), np.array(starts, np.int64), np.array(lengths, np.int64)))
+    return ds.interleave(
+        lambda f, start, n: tf.data.TFRecordDataset(f, compression_type=compression).skip(start).take(n),
+        cycle_length=min(4, len(spans)), num_parallel_calls=AUTOTUNE, deterministic=True,
     )  # fmt: skip
-    if not by_file:  # fewer shards than ranks: split by record instead
-        ds = ds.shard(world.size, world.rank)
-    rank_seed = seed * 1_009 + world.rank
-    ds = ds.shuffle(1024, seed=rank_seed)
+
+
+def train_records(plan: TrainPlan, cfg: Config, epoch: int) -> tf.data.Dataset:
+    """This rank's `plan.steps` batches of epoch `epoch` as (encoded images, labels), undecoded."""
+    t = cfg.train
+    rank_seed = epoch_seed(t.seed, epoch) * 1_009 + plan.world.rank
     parse = parse_fn()
-    ds = ds.map(lambda r: (lambda x: (x["image"], x["label"]))(parse(r)), num_parallel_calls=AUTOTUNE)
-    if t.covid_percent is not None:  # COVID-Net: a fixed share of COVID-19 images per batch
-        covid = ds.filter(lambda _, y: tf.equal(y, COVID)).repeat()
-        other = ds.filter(lambda _, y: tf.not_equal(y, COVID)).repeat()
-        ds = tf.data.Dataset.sample_from_datasets(
-            [other, covid], [1.0 - t.covid_percent, t.covid_percent], seed=rank_seed
-        )
-    size, aug = cfg.data.image_size, t.augment
+    parts = []
+    for i, stream in enumerate(plan.streams(epoch)):
+        ds = _read_spans(stream.spans, compression_of(stream.spans[0].file))
+        ds = ds.map(lambda r: (lambda x: (x["image"], x["label"]))(parse(r)), num_parallel_calls=AUTOTUNE)
+        if len(stream.classes) < len(CLASSES):
+            keep = tf.constant(sorted(stream.classes), tf.int64)
+            ds = ds.filter(lambda _, y, keep=keep: tf.reduce_any(tf.equal(y, keep)))
+        # A stream that must give more than its part (the COVID-19 share, or a fixed
+        # steps_per_epoch) wraps around, reshuffled; the part is known to be non-empty.
+        ds = ds.shuffle(min(stream.count, t.shuffle_buffer), seed=rank_seed + i, reshuffle_each_iteration=True)
+        parts.append(ds.repeat().batch(stream.per_batch, drop_remainder=True))
+    if len(parts) == 1:
+        return parts[0].take(plan.steps)
+    batches = tf.data.Dataset.zip(tuple(parts)).map(
+        lambda *b: (tf.concat([x for x, _ in b], 0), tf.concat([y for _, y in b], 0))
+    )
+    return batches.take(plan.steps)
+
+
+def train_dataset(plan: TrainPlan, cfg: Config, epoch: int, start_step: int) -> tf.data.Dataset:
+    """Batches `start_step..plan.steps` of `epoch` for this rank, decoded and augmented."""
+    t, size = cfg.train, cfg.data.image_size
+    aug = t.augment
     augmenting = aug.rotation or aug.shift or aug.zoom or aug.flip or aug.brightness
+    rank_seed = epoch_seed(t.seed, epoch) * 1_009 + plan.world.rank
     # Skip what a preempted run already trained on before paying for any decode.
-    ds = ds.take(steps * t.batch_size).enumerate().skip(start_step * t.batch_size)
+    ds = train_records(plan, cfg, epoch).skip(start_step).unbatch().enumerate(start=start_step * t.batch_size)
 
     def prepare(i, x):
         img = decode_record_image(x[0], size)

@@ -58,10 +58,11 @@ def distributed_optimizer(optimizer):
 
 
 def keras_callbacks() -> list:
-    """Broadcast rank 0's initial state; average metrics over ranks (before other callbacks)."""
+    """Average metrics over ranks (first among the callbacks). The initial state is not
+    broadcast here: hpml.resume broadcasts rank 0's weights and optimizer explicitly."""
     if _hvd is None:
         return []
-    return [_hvd.callbacks.BroadcastGlobalVariablesCallback(0), _hvd.callbacks.MetricAverageCallback()]
+    return [_hvd.callbacks.MetricAverageCallback()]
 
 
 def allreduce_sum(values: np.ndarray, name: str) -> np.ndarray:
@@ -87,7 +88,12 @@ def gather_objects(obj, name: str = "gather") -> list:
 
 
 def broadcast_object(obj, name: str = "broadcast"):
-    return obj if _hvd is None else _hvd.broadcast_object(obj, root_rank=0, name=name)
+    """Rank 0's `obj` on every rank (pickled)."""
+    if _hvd is None:
+        return obj
+    import horovod.tensorflow as hvd_tf
+
+    return hvd_tf.broadcast_object(obj, root_rank=0, name=name)
 
 
 def broadcast_weights(model) -> None:

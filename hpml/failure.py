@@ -28,7 +28,7 @@ from hpml.world import World
 log = logging.getLogger(__name__)
 EXIT_FAILURE = 1  # a fault: a bug, a crash, a full disk
 EXIT_USAGE = 2  # bad input the user can fix: the message says what
-REPORT_DELAY_S = 1.0  # rank > 0 waits this long before reporting (rank 0 reports shared errors)
+REPORT_DELAY_S = 3.0  # rank > 0 waits this long before reporting (rank 0 reports shared errors)
 
 _world = World()
 _phase = "startup"

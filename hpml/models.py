@@ -3,13 +3,16 @@
 Backbones: ResNet50V2 (COVID-Net as trained by HPML), ResNeXt50-32x4d (COVID-Next, written
 here in Keras), EfficientNetB4, MobileNetV2, and a tiny CNN for CPU runs. Heads: `flatten`,
 the seed's Flatten -> 1024 -> 256 -> 3 (faithful; ~537 M parameters at 512 px with ResNet50V2),
-and `gap`, global average pooling -> 3. Weights only ever come from a local file.
+`gap`, global average pooling -> 3, and `covidnext`, COVID-Next's conv-BN blocks (2048 -> 512
+3x3, 512 -> 1024 1x1, 1024 -> 512 3x3, each conv + BN + LeakyReLU(0.01, PyTorch's default))
+-> global average pooling -> 3. Weights only ever come from a local file.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import tensorflow as tf
 
 from hpml.config import CLASSES, ModelConfig
@@ -77,11 +80,21 @@ BACKBONES = {"tiny_cnn": tiny_cnn, "resnext50": resnext50, "resnet50v2": _applic
              "efficientnetb4": _application("efficientnetb4"), "mobilenetv2": _application("mobilenetv2")}  # fmt: skip
 
 
+def _covidnext_blocks(x: tf.Tensor) -> tf.Tensor:
+    for i, (filters, kernel) in enumerate(((512, 3), (1024, 1), (512, 3)), 1):
+        x = layers.Conv2D(filters, kernel, padding="same", use_bias=False, name=f"head_conv{i}")(x)
+        x = layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name=f"head_conv{i}_bn")(x)  # PyTorch's BN
+        x = layers.LeakyReLU(0.01, name=f"head_conv{i}_act")(x)
+    return x
+
+
 def head(features: tf.Tensor, kind: str, dropout: float) -> tf.Tensor:
     if kind == "flatten":
         x = layers.Flatten(name="head_flatten")(features)
         x = layers.Dense(1024, activation="relu", kernel_regularizer=L2, name="head_fc1")(x)
         x = layers.Dense(256, activation="relu", kernel_regularizer=L2, name="head_fc2")(x)
+    elif kind == "covidnext":
+        x = layers.GlobalAveragePooling2D(name="head_gap")(_covidnext_blocks(features))
     else:
         x = layers.GlobalAveragePooling2D(name="head_gap")(features)
     if dropout:
@@ -110,8 +123,23 @@ def build_model(cfg: ModelConfig, image_size: int) -> tf.keras.Model:
         if not path.is_file():
             raise FileNotFoundError(f"model.weights: {path} not found (weights load from local files only)")
         backbone.load_weights(str(path))
+        _fix_imagenet_normalisation(backbone)
     outputs = head(backbone(model_input(gray)), cfg.head, cfg.dropout)
     return tf.keras.Model(gray, outputs, name=f"{cfg.backbone}_{cfg.head}")
+
+
+def _fix_imagenet_normalisation(backbone: tf.keras.Model) -> None:
+    """EfficientNet's ImageNet files keep the *stddev* in the Normalization layer's variance slot
+    (TensorFlow issue 49930). Keras compensates with an extra rescaling only when it downloads
+    the weights itself (weights="imagenet"); a local file loaded into weights=None would divide
+    by sqrt(stddev). Squaring the slot gives (x - mean) / stddev, the normalisation the weights
+    were trained with; a file already fixed this way is left alone."""
+    stddev = np.array([0.229, 0.224, 0.225], np.float32)  # keras.applications.efficientnet
+    for layer in backbone.layers:
+        if isinstance(layer, layers.Normalization) and len(layer.get_weights()) == 3:
+            mean, variance, count = layer.get_weights()  # set_weights refreshes the derived tensors
+            if variance.shape == (3,) and np.allclose(variance, stddev, atol=1e-4):
+                layer.set_weights([mean, variance**2, count])
 
 
 def parameter_counts(model: tf.keras.Model) -> dict[str, int]:

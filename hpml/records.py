@@ -99,6 +99,10 @@ class ManifestError(Exception):
     """A shard folder without a usable manifest."""
 
 
+class ShardError(ManifestError):
+    """A shard that is missing, damaged or differs from its manifest entry."""
+
+
 def load_manifest(shard_dir: str | os.PathLike) -> dict[str, Any]:
     path = Path(shard_dir) / MANIFEST
     try:

@@ -1,36 +1,41 @@
 """`hpml train`: Horovod data-parallel Keras training from the shards.
 
-One Keras `fit` call per epoch (or the rest of one, after a preemption), then an exact
-validation pass sharded over ranks and summed, then the epoch-end decisions that must be the
-same on every rank (ReduceLROnPlateau on the validation loss, never test). Rank 0 alone writes
-the run directory: checkpoints, best weights, history.csv, TensorBoard, config, versions.
+Start-up, in order: the preemption handler (an early SIGUSR1 must not kill the job), the run
+lock, the epoch plan from the manifest (every rank computes the same step count, and a split
+that cannot feed every rank stops the job before any step), the shards' checksums, the model,
+and the state to resume from (rank 0 decides: hpml.resume). Then per epoch: one Keras `fit`
+over the rest of the epoch (none when a preemption struck on its last step), the epoch-end
+decisions taken alike on every rank (hpml.epoch_end, hpml.plateau), and rank 0's checkpoint.
+Rank 0 alone writes the run directory.
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import logging
-import math
 import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import tensorflow as tf
 
 from hpml import checkpoints, distributed
 from hpml.checkpoints import TrainState
 from hpml.config import CLASSES, Config, save_config
-from hpml.data import eval_dataset, split_count, stage, train_dataset
+from hpml.data import stage, train_dataset, train_shard_labels
+from hpml.epoch_end import record_epoch, validate, weights_digest
+from hpml.epoch_plan import TrainDataError, TrainPlan
+from hpml.failure import at, phase
 from hpml.logs import Progress
 from hpml.models import build_model, parameter_counts
+from hpml.plateau import plateau_step
 from hpml.preemption import MARKER, REQUEUE_EXIT_CODE, Preemption
-from hpml.rundir import write_versions
+from hpml.records import load_manifest
+from hpml.resume import resume
+from hpml.rundir import acquire_lock, release_lock, write_versions
+from hpml.shard_check import explain_data_error, verify_shards
 from hpml.world import World
 
 log = logging.getLogger(__name__)
-HISTORY_FIELDS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
 
 
 class Warmup(tf.keras.callbacks.Callback):
@@ -48,7 +53,9 @@ class Warmup(tf.keras.callbacks.Callback):
 
 
 class StepProgress(tf.keras.callbacks.Callback):
-    """Steps within an epoch on rank 0: a bar on a terminal, a line every 30 s in a SLURM log."""
+    """Steps within an epoch on rank 0: a bar on a terminal, a line every 30 s in a SLURM log.
+
+    Also the per-step fault-injection point `step` (hpml.faults)."""
 
     def __init__(self, world: World) -> None:
         super().__init__()
@@ -59,6 +66,9 @@ class StepProgress(tf.keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None) -> None:
         self.view = Progress(self.total, self.label, self.world, unit="step")
+
+    def on_train_batch_begin(self, batch, logs=None) -> None:
+        at("step")
 
     def on_train_batch_end(self, batch, logs=None) -> None:
         self.view.update()
@@ -73,140 +83,153 @@ def _optimizer(cfg: Config, lr: float):
     return tf.keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
 
 
-def compile_model(cfg: Config, lr: float) -> tf.keras.Model:
+def compile_model(cfg: Config, lr: float, world: World) -> tf.keras.Model:
     if cfg.train.mixed_precision:
         tf.keras.mixed_precision.set_global_policy("mixed_float16")
-    tf.keras.utils.set_random_seed(cfg.train.seed)  # same initial weights everywhere (then broadcast)
+    # A seed per rank: Dropout layers take their seeds at construction, and identical masks on
+    # every rank would waste the regularisation. The weights are rank 0's (broadcast on resume).
+    tf.keras.utils.set_random_seed(cfg.train.seed + 1_000_003 * world.rank)
     model = build_model(cfg.model, cfg.data.image_size)
     optimizer = distributed.distributed_optimizer(_optimizer(cfg, lr))
     model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
 
-def validate(model: tf.keras.Model, shard_dir: Path, cfg: Config, world: World) -> tuple[float, float]:
-    """Exact loss and accuracy over the whole val split: each rank its files, sums allreduced."""
-    totals = np.zeros(3)  # loss sum, correct, count
-    loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(reduction="sum")
-    for x, y in eval_dataset(shard_dir, "val", cfg, cfg.eval.batch_size, world):
-        p = model(x, training=False)
-        totals += [
-            float(loss_fn(y, p)),
-            float(tf.reduce_sum(tf.cast(tf.argmax(p, 1) == y, tf.float32))),
-            len(y),
-        ]
-    loss_sum, correct, count = distributed.allreduce_sum(totals, "validate")
-    return loss_sum / max(count, 1), correct / max(count, 1)
+def _check_val(manifest: dict, cfg: Config, shard_dir: Path) -> None:
+    if cfg.train.validate and manifest["totals"].get("val", {}).get("count", 0) == 0:
+        raise TrainDataError(
+            f"{shard_dir / 'manifest.json'} has no val records: training monitors the validation loss "
+            "(ReduceLROnPlateau, best.h5). Build the split with a val set and preprocess it, or set "
+            "train.validate: false to train without one (no plateau; best.h5 is the last epoch)."
+        )
 
 
-def weights_digest(model: tf.keras.Model) -> str:
-    digest = hashlib.sha256()
-    for w in model.get_weights():
-        digest.update(np.ascontiguousarray(w).tobytes())
-    return digest.hexdigest()[:16]
+def _log_start(model: tf.keras.Model, cfg: Config, world: World, plan: TrainPlan, lr: float) -> None:
+    counts = parameter_counts(model)
+    log.info("model %s: %s parameters (backbone %s, head %s); %d ranks x batch %d, %d steps/epoch, lr %.3g",
+             model.name, f"{counts['total']:,}", f"{counts['backbone']:,}", f"{counts['head']:,}",
+             world.size, cfg.train.batch_size, plan.steps, lr)  # fmt: skip
+    if plan.steps != plan.natural_steps:
+        log.info("train.steps_per_epoch %d: an epoch of the data is %d steps", plan.steps, plan.natural_steps)
+    if cfg.model.weights is None and cfg.model.backbone != "tiny_cnn":
+        log.warning("model.weights is null: the %s backbone trains from random weights (COVID-Net and HPML "
+                    "start from ImageNet weights; give a local weights file for comparable results)",
+                    cfg.model.backbone)  # fmt: skip
 
 
-def _append_history(path: Path, row: dict, resumed_epoch: int | None = None) -> None:
-    rows = []
-    if path.is_file():
-        with path.open() as fh:
-            rows = [r for r in csv.DictReader(fh) if resumed_epoch is None or int(r["epoch"]) < resumed_epoch]
-    rows.append(row)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, HISTORY_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
-
-
-def _plateau_step(state: TrainState, model, val_loss: float, lr: float, t, world: World) -> bool:
-    """ReduceLROnPlateau on the validation loss; the same decision on every rank (same numbers)."""
-    improved = val_loss < state.best_val_loss
-    state.best_val_loss = min(val_loss, state.best_val_loss)
-    state.plateau_wait = 0 if improved else state.plateau_wait + 1
-    if state.plateau_wait >= t.plateau_patience > 0:
-        model.optimizer.learning_rate.assign(lr * t.plateau_factor)
-        state.plateau_wait = 0
-        if world.is_root:
-            log.info("val_loss has not improved for %d epochs: lr -> %.3g", t.plateau_patience, lr * t.plateau_factor)
-    return improved
-
-
-def _record_epoch(run_dir: Path, writer, row: dict, state: TrainState, resumed_epoch, epochs: int) -> None:
-    """Rank 0: the epoch's line in the log, history.csv and TensorBoard."""
-    log.info("epoch %d/%d: loss %.4f acc %.4f val_loss %.4f val_acc %.4f lr %.3g (%.1fs)", state.epoch, epochs,
-             row["loss"], row["accuracy"], row["val_loss"], row["val_accuracy"], row["lr"], row["seconds"])  # fmt: skip
-    _append_history(run_dir / "history.csv", row, resumed_epoch)
-    with writer.as_default(step=state.epoch):
-        for key in ("loss", "accuracy", "val_loss", "val_accuracy", "lr"):
-            tf.summary.scalar(key, row[key])
-
-
-def train(cfg: Config, shard_dir: Path, run_dir: Path) -> int:
+def train(cfg: Config, shard_dir: Path, run_dir: Path, restart: bool = False) -> int:
     world = distributed.init()
+    preemption = Preemption().install()  # first: a warning signal during start-up must not be fatal
     # The run records where its data really came from: evaluation reads the same shards.
     cfg = replace(cfg, data=replace(cfg.data, shards=str(Path(shard_dir).resolve())))
+    with phase("startup"):
+        if world.is_root:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            acquire_lock(run_dir)
+    try:
+        return _train(cfg, Path(shard_dir), run_dir, restart, world, preemption)
+    finally:
+        if world.is_root:
+            release_lock(run_dir)
+
+
+def _train(cfg: Config, shard_dir: Path, run_dir: Path, restart: bool, world: World, preemption: Preemption) -> int:
     t = cfg.train
-    ckpt_dir = run_dir / "checkpoints"
     if world.is_root:
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "checkpoints").mkdir(exist_ok=True)
         (run_dir / MARKER).unlink(missing_ok=True)  # this run is the resumption
         save_config(cfg, run_dir / "config.yaml")
         write_versions(run_dir / "versions.json")
     if cfg.data.stage_dir:
-        shard_dir = stage(shard_dir, Path(cfg.data.stage_dir), world, ("train", "val"))
-        distributed.barrier()
-    n_train = split_count(shard_dir, "train")
-    steps = t.steps_per_epoch or max(1, math.ceil(n_train / (t.batch_size * world.size)))
+        with phase("stage"):
+            shard_dir = stage(shard_dir, Path(cfg.data.stage_dir), world, ("train", "val"))
+            distributed.barrier()
+    with phase("plan"):
+        manifest = load_manifest(shard_dir)
+        plan = TrainPlan(train_shard_labels(shard_dir, manifest), t, world)
+        _check_val(manifest, cfg, shard_dir)
+    if cfg.data.verify:
+        with phase("verify"):
+            verify_shards(shard_dir, manifest, world, ("train", "val") if t.validate else ("train",))
     lr = distributed.scaled_lr(t.lr, t.batch_size, t.base_batch, world.size, t.lr_scaling)
-    model = compile_model(cfg, lr)
+    with phase("build"):
+        model = compile_model(cfg, lr, world)
     if world.is_root:
-        counts = parameter_counts(model)
-        log.info("model %s: %s parameters (backbone %s, head %s); %d ranks x batch %d, %d steps/epoch, lr %.3g",
-                 model.name, f"{counts['total']:,}", f"{counts['backbone']:,}", f"{counts['head']:,}",
-                 world.size, t.batch_size, steps, lr)  # fmt: skip
-    state = checkpoints.restore(model, ckpt_dir) or TrainState()
-    distributed.broadcast_weights(model)
+        _log_start(model, cfg, world, plan, lr)
+    with phase("restore"):
+        state = resume(model, run_dir, cfg, world, plan.steps, lr, restart)
+    fp = checkpoints.fingerprint(cfg, model)
     resumed_epoch = state.epoch if state.global_step else None
-    preemption = Preemption().install()
-    warmup = Warmup(t.lr, lr, int(t.warmup_epochs * steps), state.global_step)
     progress = StepProgress(world)
-    callbacks = [*distributed.keras_callbacks(), warmup, preemption, progress]
+    callbacks = [*distributed.keras_callbacks(), Warmup(t.lr, lr, int(t.warmup_epochs * plan.steps), state.global_step),
+                 preemption, progress]  # fmt: skip
     class_weight = {i: t.class_weights[c] for i, c in enumerate(CLASSES)}
-    if len(set(class_weight.values())) == 1:
-        class_weight = None
+    class_weight = None if len(set(class_weight.values())) == 1 else class_weight
     writer = tf.summary.create_file_writer(str(run_dir / "tensorboard")) if world.is_root else None
     while state.epoch < t.epochs:
         start = time.monotonic()
-        remaining = steps - state.step_in_epoch
-        data = train_dataset(shard_dir, cfg, world, state.epoch, state.step_in_epoch, steps)
-        progress.start(f"epoch {state.epoch + 1}/{t.epochs}", remaining)
-        fit = model.fit(data, epochs=state.epoch + 1, initial_epoch=state.epoch, steps_per_epoch=remaining,
-                        class_weight=class_weight, callbacks=callbacks, verbose=0)  # fmt: skip
-        state.global_step += preemption.steps_done
-        if preemption.requested:
-            state.step_in_epoch += preemption.steps_done
-            if world.is_root:
-                checkpoints.save(model, ckpt_dir, state)
-                (run_dir / MARKER).write_text(f"epoch {state.epoch} step {state.step_in_epoch}\n")
-                log.warning("preempted at epoch %d step %d: checkpoint saved; exit %d = requeue me",
-                            state.epoch, state.step_in_epoch, REQUEUE_EXIT_CODE)  # fmt: skip
-            distributed.barrier()
-            return REQUEUE_EXIT_CODE
-        distributed.average_non_trainable(model)
-        val_loss, val_acc = validate(model, shard_dir, cfg, world)
-        current_lr = float(model.optimizer.learning_rate.numpy())
-        row = {"epoch": state.epoch, "loss": fit.history["loss"][-1], "accuracy": fit.history["accuracy"][-1],
-               "val_loss": val_loss, "val_accuracy": val_acc, "lr": current_lr,
+        remaining = plan.steps - state.step_in_epoch
+        if remaining > 0:  # zero when a preemption struck on the epoch's last step
+            progress.start(f"epoch {state.epoch + 1}/{t.epochs}", remaining)
+            with phase("fit"):
+                _fit(model, plan, cfg, state, remaining, callbacks, class_weight, preemption, shard_dir)
+            if preemption.requested:
+                return _preempted(model, run_dir, state, fp, world)
+        with phase("validate"):
+            distributed.average_non_trainable(model)
+            val_loss, val_acc = validate(model, shard_dir, cfg, world) if t.validate else ("", "")
+        lr_now = float(model.optimizer.learning_rate.numpy())
+        row = {"epoch": state.epoch, "loss": state.partial_loss, "accuracy": state.partial_accuracy,
+               "val_loss": val_loss, "val_accuracy": val_acc, "lr": lr_now,
                "seconds": round(time.monotonic() - start, 2)}  # fmt: skip
-        improved = _plateau_step(state, model, val_loss, current_lr, t, world)
-        state.epoch, state.step_in_epoch = state.epoch + 1, 0
-        if world.is_root:
-            _record_epoch(run_dir, writer, row, state, resumed_epoch, t.epochs)
+        improved = True  # without validation, best.h5 is the last epoch
+        if t.validate:
+            new_lr, improved = plateau_step(state, val_loss, lr_now, t)
+            if new_lr != lr_now:
+                model.optimizer.learning_rate.assign(new_lr)
+                if world.is_root:
+                    log.info("val_loss has not improved by %g for %d epochs: lr -> %.3g", t.plateau_min_delta,
+                             t.plateau_patience, new_lr)  # fmt: skip
+        state = replace(state, epoch=state.epoch + 1, step_in_epoch=0, partial_loss=0.0, partial_accuracy=0.0,
+                        lr=float(model.optimizer.learning_rate.numpy()))  # fmt: skip
+        with phase("checkpoint"):
+            if world.is_root:
+                record_epoch(run_dir, writer, row, state.epoch, t.epochs, resumed_epoch)
+                if improved:
+                    checkpoints.save_weights_atomic(model, run_dir / "checkpoints" / "best.h5")
+                checkpoints.save(model, run_dir / "checkpoints", state, fp)
             resumed_epoch = None
-            if improved:
-                checkpoints.save_weights_atomic(model, ckpt_dir / "best.h5")
-            checkpoints.save(model, ckpt_dir, state)
-        distributed.barrier()  # nobody races ahead of a checkpoint being written
+            distributed.barrier()  # nobody races ahead of a checkpoint being written
     log.info("training done; weights sha256 %s", weights_digest(model))
     return 0
+
+
+def _fit(model, plan: TrainPlan, cfg: Config, state: TrainState, remaining: int, callbacks, class_weight,
+         preemption: Preemption, shard_dir: Path) -> None:  # fmt: skip
+    """Train the rest of the epoch; fold its steps and metrics into `state`."""
+    data = train_dataset(plan, cfg, state.epoch, state.step_in_epoch)
+    try:
+        fit = model.fit(data, epochs=state.epoch + 1, initial_epoch=state.epoch, steps_per_epoch=remaining,
+                        class_weight=class_weight, callbacks=callbacks, verbose=0)  # fmt: skip
+    except (tf.errors.DataLossError, tf.errors.NotFoundError) as exc:
+        files = sorted({span.file for stream in plan.streams(state.epoch) for span in stream.spans})
+        raise explain_data_error(exc, files, shard_dir) from None
+    done, before = preemption.steps_done, state.step_in_epoch
+    if done:  # epoch means so far, as if the epoch had been one fit call
+        weight = done / (before + done)
+        state.partial_loss += (fit.history["loss"][-1] - state.partial_loss) * weight
+        state.partial_accuracy += (fit.history["accuracy"][-1] - state.partial_accuracy) * weight
+    state.step_in_epoch += done
+    state.global_step += done
+
+
+def _preempted(model, run_dir: Path, state: TrainState, fp: dict, world: World) -> int:
+    state.lr = float(model.optimizer.learning_rate.numpy())
+    with phase("checkpoint"):
+        if world.is_root:
+            checkpoints.save(model, run_dir / "checkpoints", state, fp)
+            (run_dir / MARKER).write_text(f"epoch {state.epoch} step {state.step_in_epoch}\n")
+            log.warning("preempted at epoch %d step %d: checkpoint saved; exit %d = requeue me",
+                        state.epoch, state.step_in_epoch, REQUEUE_EXIT_CODE)  # fmt: skip
+        distributed.barrier()
+    return REQUEUE_EXIT_CODE
