@@ -94,7 +94,7 @@ def test_covid_share_per_batch_whatever_files_a_rank_gets(shards):
     for rank in (0, 1):
         plan, out = batches(shard_dir, cfg, rank, 0)
         assert plan.steps == (len(others) // 2) // (4 - k)
-        for images, y in out:
+        for _, y in out:
             assert (y == COVID).sum() == k  # a fixed share in every batch, as COVID-Net
         seen_others += [i for i in ids(out) if labels[i] != COVID]
     assert Counter(seen_others).most_common(1)[0][1] == 1 and set(seen_others) <= others
