@@ -26,15 +26,16 @@ def image_id(img: np.ndarray) -> int:
     return int(img[0, 0, 0]) * 256 + int(img[0, 1, 0])
 
 
-def _png(record_id: int, label: int) -> bytes:
-    img = np.full((SIZE, SIZE), 60 * label + 20, np.uint8)
+def _png(record_id: int, label: int, size: int) -> bytes:
+    img = np.full((size, size), 60 * label + 20, np.uint8)  # the class is the gray level: learnable
     img[0, 0], img[0, 1] = record_id // 256, record_id % 256
     ok, buf = cv2.imencode(".png", img)
     assert ok
     return buf.tobytes()
 
 
-def write_shards(out: Path, layout: dict[str, list[int]], labels_in_manifest: bool = True) -> dict[int, int]:
+def write_shards(out: Path, layout: dict[str, list[int]], labels_in_manifest: bool = True,
+                 size: int = SIZE) -> dict[int, int]:  # fmt: skip
     """layout: shard file name (e.g. 'train-00000-00000.tfrecord') -> class index per record.
 
     Returns {record id: label}. Ids are given in layout order across all shards.
@@ -45,9 +46,9 @@ def write_shards(out: Path, layout: dict[str, list[int]], labels_in_manifest: bo
         split = name.split("-")[0]
         with tf.io.TFRecordWriter(str(out / name)) as writer:
             for label in labels:
-                fields = {"image": _png(next_id, label), "label": label, "label_name": CLASSES[label],
+                fields = {"image": _png(next_id, label, size), "label": label, "label_name": CLASSES[label],
                           "patient": f"p{next_id}", "source": "made", "filename": f"img{next_id}.png",
-                          "height": SIZE, "width": SIZE, "sha256": f"{next_id:064x}"}  # fmt: skip
+                          "height": size, "width": size, "sha256": f"{next_id:064x}"}  # fmt: skip
                 writer.write(example_bytes(fields))
                 labels_of[next_id] = label
                 next_id += 1
@@ -62,7 +63,7 @@ def write_shards(out: Path, layout: dict[str, list[int]], labels_in_manifest: bo
         mine = [s for s in shards if s["split"] == split]
         totals[split] = {"count": sum(s["count"] for s in mine), "shards": len(mine),
                          "classes": {c: sum(s["classes"].get(c, 0) for s in mine) for c in CLASSES}}  # fmt: skip
-    manifest = {"schema_version": SCHEMA_VERSION, "config_hash": "made-by-test", "settings": {"image_size": SIZE},
+    manifest = {"schema_version": SCHEMA_VERSION, "config_hash": "made-by-test", "settings": {"image_size": size},
                 "shards": shards, "skipped": [], "totals": totals, "splits": sorted(totals)}  # fmt: skip
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return labels_of
