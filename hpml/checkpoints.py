@@ -98,8 +98,8 @@ def save(model: tf.keras.Model, directory: Path, state: TrainState, fp: dict[str
     meta_path = prefix.with_suffix(".json")
     meta_path.unlink(missing_ok=True)  # a step written again is incomplete until its JSON is back
     try:
-        at("checkpoint_write")
         tracker(model).write(str(prefix))
+        at("checkpoint_write")  # injected faults strike with the data files written, as a full disk would
         write_json_atomic(meta_path, {"state": asdict(state), "fingerprint": fp,
                                       "seq": 1 + max((m["seq"] for _, m in existing), default=0)})  # fmt: skip
     except (OSError, tf.errors.OpError) as exc:
