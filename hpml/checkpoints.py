@@ -24,7 +24,7 @@ from typing import Any
 import tensorflow as tf
 
 from hpml.config import Config
-from hpml.failure import at
+from hpml.failure import UsageError, at
 from hpml.records import write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class TrainState:
     steps_per_epoch: int = 0
 
 
-class IncompatibleCheckpoint(ValueError):
+class IncompatibleCheckpoint(UsageError, ValueError):
     """A checkpoint written for another model, optimizer or precision: never silently reused."""
 
 

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 from hpml import commands, failure
-from hpml.config import ConfigError
 from hpml.logs import setup_logging
 
 log = logging.getLogger("hpml.cli")
@@ -173,20 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hpml.checkpoints import IncompatibleCheckpoint
-    from hpml.epoch_plan import TrainDataError
-    from hpml.records import ManifestError
-    from hpml.rundir import RunLocked
-    from hpml.slurm import SubmitError
-    from preprocess.csvio import SourceError
-    from preprocess.run import PreprocessError
-
     args = build_parser().parse_args(argv)
     setup_logging(level=logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
     # The collective failure rule (hpml.failure): an error on any rank ends every rank, once.
-    usage_errors = (ConfigError, SourceError, PreprocessError, ManifestError, FileNotFoundError, SubmitError,
-                    TrainDataError, IncompatibleCheckpoint, RunLocked)  # fmt: skip
-    return failure.run(lambda: args.func(args), usage_errors)
+    return failure.run(lambda: args.func(args))
 
 
 if __name__ == "__main__":

@@ -16,10 +16,12 @@ from typing import Any, Literal
 
 import yaml
 
+from hpml.failure import UsageError
+
 CLASSES: tuple[str, ...] = ("normal", "pneumonia", "COVID-19")
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError, ValueError):
     """A configuration value or file that cannot be used."""
 
 

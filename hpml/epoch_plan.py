@@ -19,12 +19,13 @@ import random
 from dataclasses import dataclass
 
 from hpml.config import CLASSES, TrainConfig
+from hpml.failure import UsageError
 from hpml.world import World
 
 COVID = CLASSES.index("COVID-19")
 
 
-class TrainDataError(ValueError):
+class TrainDataError(UsageError, ValueError):
     """The train split cannot feed this job (too small, a class missing for a rank...)."""
 
 

@@ -30,6 +30,13 @@ EXIT_FAILURE = 1  # a fault: a bug, a crash, a full disk
 EXIT_USAGE = 2  # bad input the user can fix: the message says what
 REPORT_DELAY_S = 3.0  # rank > 0 waits this long before reporting (rank 0 reports shared errors)
 
+
+
+class UsageError(Exception):
+    """Bad input the user can fix (a path, a config value, a data set too small...): reported
+    as its message alone, exit 2. Every other exception is a fault: traceback, exit 1."""
+
+
 _world = World()
 _phase = "startup"
 _failed_in: str | None = None  # the innermost phase an exception left
@@ -61,11 +68,11 @@ def at(name: str) -> None:
     faults.reached(name, _world.rank)
 
 
-def run(command: Callable[[], int], usage_errors: tuple[type[BaseException], ...]) -> int:
+def run(command: Callable[[], int]) -> int:
     """Run a command under the rule; returns its exit code (on a single rank)."""
     try:
         return command()
-    except usage_errors as exc:
+    except (UsageError, FileNotFoundError) as exc:
         return _fail(exc, EXIT_USAGE, with_traceback=False)
     except Exception as exc:
         return _fail(exc, EXIT_FAILURE, with_traceback=True)

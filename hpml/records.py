@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from hpml.config import CLASSES
+from hpml.failure import UsageError
 
 MANIFEST = "manifest.json"
 JOURNAL = ".journal"  # per-shard entries written as shards complete: what makes reruns resume
@@ -95,7 +96,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 
-class ManifestError(Exception):
+class ManifestError(UsageError):
     """A shard folder without a usable manifest."""
 
 

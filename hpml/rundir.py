@@ -19,6 +19,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from hpml.failure import UsageError
 from hpml.records import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ def write_versions(path: Path) -> None:
     path.write_text(json.dumps(versions(), indent=1) + "\n")
 
 
-class RunLocked(Exception):
+class RunLocked(UsageError):
     """Another live training holds this run directory."""
 
 

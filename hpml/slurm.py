@@ -16,12 +16,13 @@ from pathlib import Path
 
 from hpml.cluster import ClusterProfile
 from hpml.config import Config, save_config
+from hpml.failure import UsageError
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
 BLOCK = re.compile(r"# >>> profile\n.*?# <<< profile\n", re.S)
 
 
-class SubmitError(RuntimeError):
+class SubmitError(UsageError, RuntimeError):
     """sbatch refused a job."""
 
 

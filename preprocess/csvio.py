@@ -13,8 +13,10 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
+from hpml.failure import UsageError
 
-class SourceError(Exception):
+
+class SourceError(UsageError):
     """An input that is structurally broken: the message names the file (and line)."""
 
 

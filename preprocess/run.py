@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hpml.config import CLASSES, Config
-from hpml.failure import at, phase
+from hpml.failure import UsageError, at, phase
 from hpml.imaging import ImageError, decode_gray, encode, fit_square, read_bytes
 from hpml.records import JOURNAL, MANIFEST, SCHEMA_VERSION, example_bytes
 from hpml.world import mpi_comm, mpi_world
@@ -32,7 +32,7 @@ from preprocess.shard_writer import ShardWriter
 log = logging.getLogger(__name__)
 
 
-class PreprocessError(Exception):
+class PreprocessError(UsageError):
     """The job cannot start (bad inputs, output folder, config mismatch)."""
 
 
