@@ -25,16 +25,13 @@ from hpml.world import World
 log = logging.getLogger(__name__)
 
 
-def resume(model: tf.keras.Model, run_dir: Path, cfg: Config, world: World, steps: int, lr: float,
-           restart: bool = False) -> TrainState:  # fmt: skip
+def resume(model: tf.keras.Model, run_dir: Path, cfg: Config, world: World, steps: int, lr: float) -> TrainState:
     """The state to train from, identical on every rank; `model` holds rank 0's weights."""
     ckpt_dir = run_dir / "checkpoints"
     model.optimizer.build(model.trainable_variables)  # every rank: slots exist to receive
     fp = checkpoints.fingerprint(cfg, model)
     decision: object = None
     if world.is_root:
-        if restart:
-            _set_aside(run_dir)
         try:
             decision = checkpoints.restore(model, ckpt_dir, fp)
         except checkpoints.IncompatibleCheckpoint as exc:
@@ -82,7 +79,7 @@ def _rescale(state: TrainState, cfg: Config, world: World, steps: int) -> TrainS
     return replace(state, world_size=world.size, batch_size=t.batch_size, steps_per_epoch=steps)
 
 
-def _set_aside(run_dir: Path) -> None:
+def set_aside(run_dir: Path) -> None:
     """--restart: keep the previous attempt's checkpoints and history under a dated name."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     for name in ("checkpoints", "history.csv"):

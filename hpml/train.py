@@ -30,7 +30,7 @@ from hpml.models import build_model, parameter_counts
 from hpml.plateau import plateau_step
 from hpml.preemption import MARKER, REQUEUE_EXIT_CODE, Preemption
 from hpml.records import load_manifest
-from hpml.resume import resume
+from hpml.resume import resume, set_aside
 from hpml.rundir import acquire_lock, release_lock, write_versions
 from hpml.shard_check import explain_data_error, verify_shards
 from hpml.world import World
@@ -136,6 +136,8 @@ def train(cfg: Config, shard_dir: Path, run_dir: Path, restart: bool = False) ->
 def _train(cfg: Config, shard_dir: Path, run_dir: Path, restart: bool, world: World, preemption: Preemption) -> int:
     t = cfg.train
     if world.is_root:
+        if restart:
+            set_aside(run_dir)
         (run_dir / "checkpoints").mkdir(exist_ok=True)
         (run_dir / MARKER).unlink(missing_ok=True)  # this run is the resumption
         save_config(cfg, run_dir / "config.yaml")
@@ -157,7 +159,7 @@ def _train(cfg: Config, shard_dir: Path, run_dir: Path, restart: bool, world: Wo
     if world.is_root:
         _log_start(model, cfg, world, plan, lr)
     with phase("restore"):
-        state = resume(model, run_dir, cfg, world, plan.steps, lr, restart)
+        state = resume(model, run_dir, cfg, world, plan.steps, lr)
     fp = checkpoints.fingerprint(cfg, model)
     resumed_epoch = state.epoch if state.global_step else None
     progress = StepProgress(world)
