@@ -153,8 +153,13 @@ def restore(model: tf.keras.Model, directory: Path, fp: dict[str, Any]) -> tuple
 
 def save_weights_atomic(model: tf.keras.Model, path: Path) -> None:
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    model.save_weights(str(tmp))
-    tmp.replace(path)
+    try:
+        model.save_weights(str(tmp))
+        tmp.replace(path)
+    except (OSError, RuntimeError) as exc:  # h5py reports a full disk as either
+        tmp.unlink(missing_ok=True)
+        kept = f"the previous {path.name} is intact" if path.exists() else f"there is no {path.name} yet"
+        raise CheckpointWriteError(f"writing {path} failed ({exc}); {kept}. Free space and rerun to resume.") from exc
 
 
 def load_trained(run_dir: Path, which: str = "best", overrides=()) -> tuple:

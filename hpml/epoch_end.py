@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import logging
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import tensorflow as tf
 from hpml import distributed
 from hpml.config import Config
 from hpml.data import eval_dataset, shard_files
+from hpml.records import write_text_atomic
 from hpml.shard_check import explain_data_error
 from hpml.world import World
 
@@ -54,12 +56,11 @@ def append_history(path: Path, row: dict, resumed_epoch: int | None = None) -> N
         with path.open() as fh:
             rows = [r for r in csv.DictReader(fh) if resumed_epoch is None or int(r["epoch"]) < resumed_epoch]
     rows.append(row)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, HISTORY_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, HISTORY_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, text.getvalue())
 
 
 def record_epoch(run_dir: Path, writer, row: dict, epoch: int, epochs: int, resumed_epoch: int | None) -> None:

@@ -31,7 +31,6 @@ EXIT_USAGE = 2  # bad input the user can fix: the message says what
 REPORT_DELAY_S = 3.0  # rank > 0 waits this long before reporting (rank 0 reports shared errors)
 
 
-
 class UsageError(Exception):
     """Bad input the user can fix (a path, a config value, a data set too small...): reported
     as its message alone, exit 2. Every other exception is a fault: traceback, exit 1."""

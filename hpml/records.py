@@ -85,11 +85,15 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
 def write_text_atomic(path: Path, text: str) -> None:
     """Write to a temporary name, fsync, rename: a reader never sees half a file."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no stray half file behind
+        raise
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

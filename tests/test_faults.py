@@ -7,6 +7,9 @@ manifest; bit-identical weights).
 """
 
 import json
+import os
+import shutil
+import subprocess
 import time
 
 import pytest
@@ -160,3 +163,29 @@ def test_zz_matrix_summary(capsys):
     with capsys.disabled():
         print(f"\nfault matrix: {RESULTS}")
     assert RESULTS["hangs"] == 0 and RESULTS["half_written"] == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("mount"), reason="mounting a tmpfs needs root")
+def test_train_on_a_really_full_disk(train_shards, clean_digest, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(run_dir)], check=True)
+    try:
+        code, log = run(train_cmd(train_shards, run_dir, *SMALL, "train.epochs=1"))
+        assert code == 0, log
+        stats = os.statvfs(run_dir)
+        used = (stats.f_blocks - stats.f_bfree) * stats.f_frsize
+        # Another job fills the scratch: what the run uses now, plus less than one checkpoint.
+        subprocess.run(["mount", "-o", f"remount,size={used + 96 * 1024}", str(run_dir)], check=True)
+        cmd = train_cmd(train_shards, run_dir, *TRAIN_SETS)
+        code, log = run(cmd)
+        assert code != 0 and "No space left on device" in log and "is intact" in log, log
+        assert log.count("hpml: error") == 1 and "phase 'checkpoint'" in log
+        _check_run_dir_whole(run_dir)
+        assert not list(run_dir.rglob(".*.tmp*")) and not list(run_dir.glob("checkpoints/*_temp*"))
+        subprocess.run(["mount", "-o", "remount,size=64m", str(run_dir)], check=True)  # space freed
+        code, log = run(cmd)
+        assert code == 0 and "resumed from ckpt-4: epoch 1, step 0" in log, log
+        assert set(digests(log).values()) == {clean_digest}
+    finally:
+        subprocess.run(["umount", "-l", str(run_dir)])

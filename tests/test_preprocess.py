@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -15,6 +16,7 @@ from conftest import MPI_ENV, REPO, hpml
 
 from hpml.records import parse_fn
 from preprocess.covidx import BuildOptions, build
+from preprocess.plan import read_items
 from preprocess.synth import IEEE_HEADER, _write_dicom, synth
 from preprocess.verify import verify
 
@@ -207,3 +209,22 @@ def test_real_corpus_two_ranks(real_corpus, tmp_path):
     total = sum(t["count"] for t in manifest["totals"].values())
     assert total == split_count(tmp_path / "split") - len(manifest["skipped"])
     assert total == 129
+
+
+def test_missing_images_are_retried_and_changed_sources_reported(corpus_copy, tmp_path):
+    build(sorted(corpus_copy.iterdir()), tmp_path / "split")
+    gone, changed, other = (Path(item.path) for item in read_items(tmp_path / "split", ["train"])[:3])
+    kept = gone.read_bytes()
+    gone.unlink()  # e.g. a copy that had not finished, a mount that was down
+    changed.write_bytes(other.read_bytes())  # a different picture under the same name
+    out = tmp_path / "shards"
+    proc = preprocess(tmp_path / "split", out, 2, "--set", "preprocess.max_skipped=0.5")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [s["path"] for s in manifest["skipped"]] == [str(gone)] and "file not found" in proc.stderr
+    assert [c["path"] for c in manifest["changed_sources"]] == [str(changed)]
+    assert "differ from the sha256 in split.json" in proc.stdout and str(changed) in proc.stdout
+    gone.write_bytes(kept)
+    proc = preprocess(tmp_path / "split", out, 2)  # no --force: the missing image is simply retried
+    again = json.loads((out / "manifest.json").read_text())
+    assert again["skipped"] == [] and again["totals"]["train"]["count"] == manifest["totals"]["train"]["count"] + 1
+    assert verify(out) == []
