@@ -75,7 +75,7 @@ def _plan(per_class: int, rng: np.random.Generator) -> list[Image]:
             for k in range(films):
                 pid = f"{patient}{'ab'[k]}" if source == FIGURE1 and films > 1 else patient
                 view = "PA" if rng.random() < 0.6 else "AP"
-                if source == FIGURE1 and len(plan) % 3 == 0:
+                if source == FIGURE1 and (nth + k) % 2 == 0:
                     view = ""  # Figure1's view is often blank; it is not a lateral film
                 plan.append(Image(source, pid, finding, view, label, len(plan)))
             i += films
