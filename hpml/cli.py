@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--json", type=Path, help="also write the numbers here")
     bs.set_defaults(func=commands.cmd_bench_scaling)
 
-    syn = sub.add_parser("synth", parents=[common], help="generate a raw corpus in the 4 source layouts")
+    syn = sub.add_parser("synth", parents=[common], help="generate a raw corpus in the 5 source layouts")
     syn.add_argument("--out", type=Path, required=True)
     syn.add_argument("--per-class", type=int, default=100, help="images per class")
     syn.add_argument("--seed", type=int, default=0)
