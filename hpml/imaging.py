@@ -115,8 +115,8 @@ def _decode_dicom(data: bytes, path: str | os.PathLike) -> np.ndarray:
         pixels = ds.pixel_array
     except Exception as exc:
         if syntax is not None and syntax.is_compressed and "plugin" in str(exc).lower():
-            raise ImageError(path, f"compressed DICOM ({syntax.name}) and no decoder for it is installed "
-                             "(pip install pillow pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg)") from None  # fmt: skip
+            hint = "pip install pillow pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg"
+            raise ImageError(path, f"compressed DICOM ({syntax.name}), no decoder installed ({hint})") from None
         raise ImageError(path, f"unreadable DICOM: {exc}") from None
     if getattr(ds, "NumberOfFrames", 1) not in (None, 1) and pixels.ndim >= 3:
         pixels = pixels[0]
