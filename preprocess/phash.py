@@ -160,9 +160,9 @@ def duplicate_pairs(prints: list[Fingerprint], max_bits: int = MAX_BITS, min_cor
     with np.errstate(over="ignore"):
         for start in range(0, len(hashes), block):
             rows = hashes[start : start + block, None]
-            close = _popcount(rows ^ hashes[None, :]) <= max_bits
+            close = _popcount(rows ^ hashes[None, start:]) <= max_bits  # upper triangle only
             for i, j in zip(*np.nonzero(close), strict=True):
-                i += start
+                i, j = i + start, j + start
                 if i < j and float(unit[i] @ unit[j]) >= min_corr:
                     pairs.append((int(i), int(j)))
     return pairs
