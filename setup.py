@@ -34,6 +34,14 @@ setup(
         "scikit-learn==1.5.2",
         "pyyaml==6.0.2",
         "pydicom==3.0.1",
+        # pydicom's pixel decoders, declared rather than left to matplotlib's Pillow: Pillow for
+        # JPEG Baseline (the real RSNA files) and JPEG 2000, pylibjpeg-libjpeg for JPEG Lossless.
+        # These pylibjpeg versions are the newest that accept numpy < 2 (TensorFlow 2.15).
+        "pillow==13.0.0",
+        "pylibjpeg==2.1.0",
+        "pylibjpeg-libjpeg==2.2.0",
+        "pylibjpeg-openjpeg==2.3.0",
+        "openpyxl==3.1.5",  # the SIRM source's COVID.metadata.xlsx (pandas.read_excel)
         "matplotlib==3.9.4",
         "tqdm==4.67.1",
     ],

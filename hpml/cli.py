@@ -72,6 +72,22 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--test-fraction", type=_fraction, default=0.1)
     b.add_argument("--test-per-class", type=_per_class, metavar="N|normal=N,pneumonia=N,COVID-19=N",
                    help="test images per class instead of --test-fraction")  # fmt: skip
+    b.add_argument("--labels", choices=["covidnet", "extended"], default="covidnet",
+                   help="label policy: covidnet = COVID-Net's create_COVIDx table (default); "
+                   "extended = hpml's broader mapping (README: COVIDx label policies)")  # fmt: skip
+    b.add_argument(
+        "--test-list",
+        type=Path,
+        metavar="test_COVIDx*.txt",
+        help="pin the test set to a published COVIDx test list (val is still carved from the rest)",
+    )
+    b.add_argument(
+        "--drop-duplicates",
+        action="store_true",
+        help="keep only the first copy of a re-encoded radiograph (default: keep all, on one side)",
+    )
+    b.add_argument("--hash-cache", type=Path, help="fingerprint cache (default ~/.cache/hpml/phash-v1.npz)")
+    b.add_argument("--workers", type=int, default=0, help="processes that decode images for fingerprints")
     b.set_defaults(func=commands.cmd_covidx_build)
     i = covidx_sub.add_parser("import", parents=[common], help="use published train/test_COVIDx.txt")
     i.add_argument("train_file", type=Path)
@@ -81,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--out", type=Path, required=True)
     i.add_argument("--seed", type=int, default=0)
     i.add_argument("--val-fraction", type=_fraction, default=0.1)
+    i.add_argument(
+        "--binary",
+        action="store_true",
+        help="the files are binary COVIDx (positive/negative): positive -> COVID-19, negative -> normal",
+    )
     i.set_defaults(func=commands.cmd_covidx_import)
 
     pre = sub.add_parser("preprocess", parents=[common], help="split files -> TFRecord shards (MPI)")
@@ -163,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--json", type=Path, help="also write the numbers here")
     bs.set_defaults(func=commands.cmd_bench_scaling)
 
-    syn = sub.add_parser("synth", parents=[common], help="generate a raw corpus in the 4 source layouts")
+    syn = sub.add_parser("synth", parents=[common], help="generate a raw corpus in the 5 source layouts")
     syn.add_argument("--out", type=Path, required=True)
     syn.add_argument("--per-class", type=int, default=100, help="images per class")
     syn.add_argument("--seed", type=int, default=0)

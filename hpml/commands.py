@@ -27,7 +27,10 @@ def cmd_covidx_build(args: argparse.Namespace) -> int:
     out = args.out or (Path(cfg.data.split_dir) if cfg.data.split_dir else None)
     if not sources or out is None:
         raise ConfigError("covidx build needs --sources (or data.sources) and --out (or data.split_dir)")
-    options = BuildOptions(args.seed, args.val_fraction, args.test_fraction, args.test_per_class)
+    cache = {"hash_cache": args.hash_cache} if args.hash_cache else {}
+    options = BuildOptions(args.seed, args.val_fraction, args.test_fraction, args.test_per_class,
+                           labels=args.labels, test_list=args.test_list, drop_duplicates=args.drop_duplicates,
+                           workers=args.workers, **cache)  # fmt: skip
     meta = build(sources, out, options)
     print(summary_table(meta))
     print(f"split written to {out} (details, skipped rows and reasons: {out / 'split.json'})")
@@ -38,7 +41,8 @@ def cmd_covidx_import(args: argparse.Namespace) -> int:
     from preprocess.covidx import BuildOptions, import_published, summary_table
 
     options = BuildOptions(seed=args.seed, val_fraction=args.val_fraction)
-    meta = import_published(args.train_file, args.test_file, args.train_images, args.test_images, args.out, options)
+    meta = import_published(args.train_file, args.test_file, args.train_images, args.test_images, args.out, options,
+                            binary=args.binary)  # fmt: skip
     print(summary_table(meta))
     return 0
 

@@ -2,7 +2,9 @@
 
 Preprocessing and prediction both call `load_model_image`, so a model is served exactly the
 pixels it was trained on. Formats: PNG (8/16-bit; gray, RGB, RGBA), JPEG (gray, RGB, CMYK),
-DICOM (rescale, VOI window, MONOCHROME1 inverted). EXIF orientation is ignored on purpose:
+DICOM (rescale, VOI window, MONOCHROME1 inverted; uncompressed, RLE, and through the decoders
+setup.py installs -- Pillow, pylibjpeg-libjpeg, pylibjpeg-openjpeg -- JPEG Baseline as in the
+real RSNA files, JPEG Lossless and JPEG 2000). EXIF orientation is ignored on purpose:
 radiographs are stored as acquired, and phone-photo orientation tags are unreliable.
 """
 
@@ -106,8 +108,15 @@ def _decode_dicom(data: bytes, path: str | os.PathLike) -> np.ndarray:
 
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
-        pixels = ds.pixel_array
     except Exception as exc:  # pydicom raises many types for broken files
+        raise ImageError(path, f"unreadable DICOM: {exc}") from None
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    try:
+        pixels = ds.pixel_array
+    except Exception as exc:
+        if syntax is not None and syntax.is_compressed and "plugin" in str(exc).lower():
+            hint = "pip install pillow pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg"
+            raise ImageError(path, f"compressed DICOM ({syntax.name}), no decoder installed ({hint})") from None
         raise ImageError(path, f"unreadable DICOM: {exc}") from None
     if getattr(ds, "NumberOfFrames", 1) not in (None, 1) and pixels.ndim >= 3:
         pixels = pixels[0]
@@ -152,16 +161,18 @@ def fit_square(gray: np.ndarray, size: int, policy: str = "resize", top_crop: fl
     """Crop/resize policy -> (size, size) uint8.
 
     resize:    plain resize, aspect ratio not kept (HPML).
-    covidnet:  drop the top `top_crop` of the rows (labels, markers), then the central square
-               (COVID-Net's crop_top + central_crop).
+    covidnet:  COVID-Net's data.py crop arithmetic exactly: crop_top drops `int(h * top_crop)`
+               rows (labels, markers), central_crop keeps `min(h, w)` square at offsets
+               `int((h - side) / 2)`, `int((w - side) / 2)`. Only the resize differs: COVID-Net
+               calls cv2.resize with its default INTER_LINEAR; we shrink with INTER_AREA (see
+               `_resize`), which averages instead of sampling 2 of every 4-10 source pixels.
     letterbox: keep the aspect ratio, pad the short side with black.
     """
     if policy == "covidnet":
-        h, w = gray.shape
-        gray = gray[int(round(h * top_crop)) :, :]
+        gray = gray[int(gray.shape[0] * top_crop) :]
         h, w = gray.shape
         side = min(h, w)
-        y, x = (h - side) // 2, (w - side) // 2
+        y, x = int((h - side) / 2), int((w - side) / 2)
         gray = gray[y : y + side, x : x + side]
     elif policy == "letterbox":
         h, w = gray.shape

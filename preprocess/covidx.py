@@ -1,8 +1,11 @@
-"""`hpml covidx build` and `hpml covidx import`: the COVIDx split as a tested command.
+"""`hpml covidx build`: the COVIDx split as a tested command.
 
-build: scan the sources -> check every image file (exists, whole, sha256) -> drop exact
-duplicates (first occurrence by source order wins) -> patient-level stratified split ->
-train.txt / val.txt / test.txt + split.json, each written atomically.
+scan the sources under a label policy (preprocess.labels) -> drop SIRM rows ieee8023 also has
+-> check every image file (exists, whole, sha256) -> drop exact duplicates (first by source
+order wins) -> fingerprint every image (preprocess.phash) and join re-encoded copies of one
+radiograph into one group (or drop them: `drop_duplicates`) -> pin the test set to a published
+list (`test_list`) or split patient groups seeded and stratified -> train.txt / val.txt /
+test.txt + split.json, each written atomically. `covidx import` lives in preprocess.importer.
 """
 
 from __future__ import annotations
@@ -10,17 +13,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections import Counter, defaultdict
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hpml.config import CLASSES
 from hpml.imaging import ImageError, check_complete, read_bytes
+from preprocess import phash
+from preprocess import skips as skiplog
 from preprocess.csvio import SourceError
+from preprocess.labels import DEFAULT_POLICY
+from preprocess.sirm import drop_ieee_overlaps
 from preprocess.sources import Entry, Skip, SourceScan, scan_source
-from preprocess.split import SPLITS, patient_key, split_patients
-from preprocess.splitfile import SplitLine, read_split, write_split, write_text_atomic
+from preprocess.split import SPLITS, merge, patient_key, split_patients
+from preprocess.splitfile import SplitLine, write_split, write_text_atomic
+from preprocess.testlist import Pinning, pin
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +39,11 @@ class BuildOptions:
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     test_per_class: dict[str, int] | None = None
+    labels: str = DEFAULT_POLICY  # "covidnet" (COVID-Net's table) or "extended"
+    test_list: Path | None = None  # a published test_COVIDx*.txt: pins test membership
+    drop_duplicates: bool = False  # keep only the first copy of a re-encoded radiograph
+    hash_cache: Path | None = field(default_factory=phash.default_cache)  # None: no cache
+    workers: int = 0  # decoding processes for the fingerprints (0: up to 8, one per core)
 
 
 def _hash_file(path: Path) -> str:
@@ -42,7 +55,6 @@ def _hash_file(path: Path) -> str:
 
 def _check_images(scans: list[SourceScan]) -> tuple[list[tuple[Entry, str]], list[Skip]]:
     entries = [(scan, e) for scan in scans for e in scan.entries]
-    paths = [scan.root / e.filename for scan, e in entries]
 
     def attempt(path: Path) -> str | ImageError:
         try:
@@ -51,76 +63,142 @@ def _check_images(scans: list[SourceScan]) -> tuple[list[tuple[Entry, str]], lis
             return exc
 
     with ThreadPoolExecutor(max_workers=4) as pool:  # hashlib and file reads release the GIL
-        results = list(pool.map(attempt, paths))
-    good, skips = [], []
+        results = list(pool.map(attempt, [scan.root / e.filename for scan, e in entries]))
+    good, bad = [], []
     for (scan, entry), result in zip(entries, results, strict=True):
         if isinstance(result, ImageError):
-            skips.append(Skip(entry.source, str(scan.root / entry.filename), result.reason, entry.filename))
+            bad.append(Skip(entry.source, str(scan.root / entry.filename), result.reason, entry.filename))
         else:
             good.append((entry, result))
-    return good, skips
+    return good, bad
 
 
 def _dedupe(items: list[tuple[Entry, str]]) -> tuple[list[tuple[Entry, str]], list[Skip]]:
     first: dict[str, Entry] = {}
-    kept, skips = [], []
+    kept, dropped = [], []
     for entry, digest in items:
         if digest in first:
             other = first[digest]
             why = f"duplicate of {other.source}/{other.filename}"
             if other.label != entry.label:
                 why += f" (labelled {other.label} there)"
-            skips.append(Skip(entry.source, entry.filename, why, entry.filename))
+            dropped.append(Skip(entry.source, f"{entry.source}/{entry.filename}", why, entry.filename))
         else:
             first[digest] = entry
             kept.append((entry, digest))
-    return kept, skips
+    return kept, dropped
+
+
+def _near_duplicates(kept, scans, options) -> tuple[list[tuple[Entry, str]], list[Skip], list[list[int]]]:
+    """Fingerprint every kept image; returns (decodable items, undecodable skips, clusters)."""
+    roots = {s.name: s.root for s in scans}
+    prints = phash.fingerprints([(roots[e.source] / e.filename, d) for e, d in kept], options.hash_cache,
+                                options.workers)  # fmt: skip
+    good, bad = [], []
+    for e, d in kept:
+        if isinstance(prints[d], str):
+            bad.append(Skip(e.source, str(roots[e.source] / e.filename), f"cannot decode ({prints[d]})", e.filename))
+        else:
+            good.append((e, d))
+    pairs = phash.duplicate_pairs([prints[d] for _, d in good])
+    linked = merge([((0, i), (0, j)) for i, j in pairs])  # type: ignore[list-item]
+    clusters: dict[object, list[int]] = {}
+    for (_, i), root in sorted(linked.items()):
+        clusters.setdefault(root, []).append(i)
+    return good, bad, sorted(clusters.values())
 
 
 def build(sources: list[Path], out: Path, options: BuildOptions = BuildOptions()) -> dict:
     """Build the split; returns the split.json content. Raises SourceError when nothing is usable."""
-    scans = [scan_source(Path(s)) for s in sources]
+    scans = [scan_source(Path(s), options.labels) for s in sources]
     names = Counter(scan.name for scan in scans)
     if clash := [n for n, c in names.items() if c > 1]:
         raise SourceError(f"two sources share the folder name {clash[0]!r}; rename one")
+    drop_ieee_overlaps(scans)
     for scan in scans:
         log.info("%s: %s layout, %d usable rows, %d skipped", scan.root, scan.layout,
                  len(scan.entries), len(scan.skips))  # fmt: skip
     checked, bad_files = _check_images(scans)
-    kept, duplicates = _dedupe(checked)
-    skips = [s for scan in scans for s in scan.skips] + bad_files + duplicates
-    if not kept:
-        _log_skips(skips)
-        why = Counter(_reason_kind(s.reason) for s in skips).most_common()
+    kept, exact = _dedupe(checked)
+    kept, undecodable, clusters = _near_duplicates(kept, scans, options)
+    entries = [e for e, _ in kept]
+    row_skips = [s for scan in scans for s in scan.skips]
+    dropped_copies = []
+    if options.drop_duplicates:
+        drop = {i for c in clusters for i in c[1:]}
+        for c in clusters:
+            first = entries[c[0]]
+            for i in c[1:]:
+                e = entries[i]
+                why = f"re-encoded copy of {first.source}/{first.filename}"
+                dropped_copies.append(Skip(e.source, f"{e.source}/{e.filename}", why, e.filename))
+    else:
+        drop = set()
+    missing = bad_files + undecodable
+    skips = row_skips + missing + exact + dropped_copies
+    if len(drop) == len(entries):
+        skiplog.log_summary(skips)
+        why = skiplog.counts(skips)
         raise SourceError(
             f"no usable images in {', '.join(map(str, sources))}; skipped rows: "
-            + (", ".join(f"{n} {kind}" for kind, n in why) or "none (no rows at all)")
+            + (", ".join(f"{n} {kind}" for kind, n in why.items()) or "none (no rows at all)")
         )
-    entries = [e for e, _ in kept]
-    assignment, conflicts = split_patients(
-        entries, options.seed, options.val_fraction, options.test_fraction, options.test_per_class
-    )
-    lines: dict[str, list[SplitLine]] = {s: [] for s in SPLITS}
-    for e in entries:
-        lines[assignment[patient_key(e)]].append(SplitLine(e.patient, e.filename, e.label, e.source))
+    groups = merge([(patient_key(entries[c[0]]), patient_key(entries[i])) for c in clusters for i in c[1:]])
+    keep = [i for i in range(len(entries)) if i not in drop]
+    pinning, lines = _assign([entries[i] for i in keep], groups, scans, options)
     out.mkdir(parents=True, exist_ok=True)
     for split in SPLITS:
         write_split(out / f"{split}.txt", lines[split])
-    meta = _describe(scans, lines, skips, conflicts, kept, options, out)
+    meta = _describe(scans, lines, skips, missing, kept, clusters, pinning, options)
     write_text_atomic(out / "split.json", json.dumps(meta, indent=1) + "\n")
-    _log_skips(skips)
+    skiplog.log_summary(skips)
     return meta
 
 
-def _describe(scans, lines, skips, conflicts, kept, options, out) -> dict:
+def _assign(entries, groups, scans, options) -> tuple[Pinning | None, dict[str, list[SplitLine]]]:
+    lines: dict[str, list[SplitLine]] = {s: [] for s in SPLITS}
+    pinning = None
+    if options.test_list is None:
+        assignment, _ = split_patients(entries, options.seed, options.val_fraction, options.test_fraction,
+                                       options.test_per_class, groups)  # fmt: skip
+        where = [assignment[patient_key(e)] for e in entries]
+    else:
+        pinning = pin(Path(options.test_list), entries, {s.name: s.layout for s in scans})
+        pinned = set(pinning.pinned)
+        test_groups = {groups.get(patient_key(entries[i]), patient_key(entries[i])) for i in pinned}
+        # Nothing but the listed images goes to test; their unlisted relatives (other films of
+        # the patient, copies of the picture) go nowhere: in train they would leak the test set.
+        held = [i for i, e in enumerate(entries)
+                if i not in pinned and groups.get(patient_key(e), patient_key(e)) in test_groups]  # fmt: skip
+        pinning.held_out = [f"{entries[i].source}/{entries[i].filename}" for i in held]
+        out = pinned | set(held)
+        rest = [e for i, e in enumerate(entries) if i not in out]
+        assignment, _ = split_patients(rest, options.seed, options.val_fraction, 0.0, None, groups)
+        where = ["test" if i in pinned else "" if i in out else assignment[patient_key(e)]
+                 for i, e in enumerate(entries)]  # fmt: skip
+    for e, split in zip(entries, where, strict=True):
+        if split:
+            lines[split].append(SplitLine(e.patient, e.filename, e.label, e.source))
+    return pinning, lines
+
+
+def _describe(scans, lines, skips, missing, kept, clusters, pinning, options) -> dict:
     digest = {(e.source, e.filename): d for e, d in kept}
+    placed = {(x.source, x.filename): s for s, ls in lines.items() for x in ls}
+    entries = [e for e, _ in kept]
     counts = {
         split: {c: dict(Counter(x.source for x in ls if x.label == c)) for c in CLASSES} for split, ls in lines.items()
     }
-    return {
+    patients = {x for ls in lines.values() for x in ls}
+    labels_of: dict[tuple[str, str], set[str]] = {}
+    for x in patients:
+        labels_of.setdefault((x.source, x.patient), set()).add(x.label)
+    conflicts = sorted(k for k, v in labels_of.items() if len(v) > 1)
+    meta = {
+        "label_policy": options.labels,
         "seed": options.seed,
         "val_fraction": options.val_fraction,
-        "test_fraction": options.test_fraction,
+        "test_fraction": None if options.test_list else options.test_fraction,
         "test_per_class": options.test_per_class,
         "roots": {s.name: str(s.root.resolve()) for s in scans},
         "sources": {
@@ -135,65 +213,31 @@ def _describe(scans, lines, skips, conflicts, kept, options, out) -> dict:
         "counts": counts,
         "patients": {s: len({(x.source, x.patient) for x in ls}) for s, ls in lines.items()},
         "images": {s: len(ls) for s, ls in lines.items()},
+        "patient_ids": "per source; RSNA patientIds are image ids (one radiograph each)",
         "conflicting_label_patients": [f"{src}:{pid}" for src, pid in conflicts],
-        "dropped": dict(Counter(_reason_kind(s.reason) for s in skips).most_common()),
+        "near_duplicates": [
+            {
+                "images": [f"{entries[i].source}/{entries[i].filename}" for i in c],
+                "labels": [entries[i].label for i in c],
+                "splits": [placed.get((entries[i].source, entries[i].filename), "dropped") for i in c],
+            }
+            for c in clusters
+        ],  # fmt: skip
+        "near_duplicates_dropped": options.drop_duplicates,
+        "missing_images": skiplog.summary(missing),
+        "dropped": skiplog.counts(skips),
         "skipped": [vars(s) for s in skips],
-        "sha256": {
-            f"{x.source}/{x.filename}": digest[(x.source, x.filename)] for ls in lines.values() for x in ls
-        },  # fmt: skip
+        "sha256": {f"{x.source}/{x.filename}": digest[(x.source, x.filename)] for ls in lines.values() for x in ls},
     }
-
-
-def _reason_kind(reason: str) -> str:
-    """Group reasons for the summary ('not a frontal view ('L')' -> 'not a frontal view')."""
-    return reason.split(" (")[0].split(" of ")[0].split(": ")[0]
-
-
-def _log_skips(skips: list[Skip], shown: int = 5) -> None:
-    by_kind: dict[str, list[Skip]] = defaultdict(list)
-    for s in skips:
-        by_kind[_reason_kind(s.reason)].append(s)
-    for kind, group in sorted(by_kind.items(), key=lambda kv: -len(kv[1])):
-        log.warning("skipped %d row(s): %s", len(group), kind)
-        for s in group[:shown]:
-            log.warning("    %s: %s", s.where, s.reason)
-        if len(group) > shown:
-            log.warning("    ... and %d more (all listed in split.json)", len(group) - shown)
-
-
-def import_published(
-    train_file: Path, test_file: Path, train_images: Path, test_images: Path, out: Path,
-    options: BuildOptions = BuildOptions(),
-) -> dict:  # fmt: skip
-    """Use published train_COVIDx.txt / test_COVIDx.txt; val is carved from train by patient."""
-    train = read_split(train_file, "covidx-train")
-    test = read_split(test_file, "covidx-test")
-    train = [SplitLine(x.patient, x.filename, x.label, "covidx-train") for x in train]
-    test = [SplitLine(x.patient, x.filename, x.label, "covidx-test") for x in test]
-    unique_train = sorted(set(train))  # the published train file repeats RSNA lines
-    assignment, conflicts = split_patients(unique_train, options.seed, options.val_fraction, 0.0)
-    lines = {
-        "train": [x for x in unique_train if assignment[patient_key(x)] == "train"],
-        "val": [x for x in unique_train if assignment[patient_key(x)] == "val"],
-        "test": sorted(set(test)),
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    for split in SPLITS:
-        write_split(out / f"{split}.txt", lines[split])
-    meta = {
-        "seed": options.seed,
-        "val_fraction": options.val_fraction,
-        "imported_from": [str(train_file), str(test_file)],
-        "roots": {"covidx-train": str(train_images.resolve()), "covidx-test": str(test_images.resolve())},
-        "counts": {s: {c: sum(x.label == c for x in ls) for c in CLASSES} for s, ls in lines.items()},
-        "patients": {s: len({x.patient for x in ls}) for s, ls in lines.items()},
-        "images": {s: len(ls) for s, ls in lines.items()},
-        "duplicate_lines_dropped": {
-            "train": len(train) - len(unique_train), "test": len(test) - len(lines["test"]),
-        },
-        "conflicting_label_patients": [f"{src}:{pid}" for src, pid in conflicts],
-    }  # fmt: skip
-    write_text_atomic(out / "split.json", json.dumps(meta, indent=1) + "\n")
+    if pinning is not None:
+        meta["test_list"] = {
+            "file": pinning.path, "listed": pinning.listed, "pinned": len(pinning.pinned),
+            "missing": pinning.missing, "label_differs": pinning.label_differs, "ambiguous": pinning.ambiguous,
+            "held_out_relatives": pinning.held_out,
+        }  # fmt: skip
+        log.warning("test list %s: %d listed, %d pinned, %d not found here, %d labelled otherwise here",
+                    pinning.path, pinning.listed, len(pinning.pinned), len(pinning.missing),
+                    len(pinning.label_differs))  # fmt: skip
     return meta
 
 
@@ -209,6 +253,12 @@ def summary_table(meta: dict) -> str:
     fmt = "| " + " | ".join(f"{{:>{w}}}" for w in widths) + " |"
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([fmt.format(*head), sep, *(fmt.format(*r) for r in rows)])
+
+
+def import_published(*args, **kwargs) -> dict:
+    from preprocess.importer import import_published as run
+
+    return run(*args, **kwargs)
 
 
 __all__ = ["BuildOptions", "build", "import_published", "summary_table", "SourceError"]

@@ -1,4 +1,4 @@
-"""The four public COVIDx sources, each read in its original layout.
+"""The five public COVIDx sources, each read in its original layout.
 
 A source folder is recognised by its files, never by its name, so renamed clones work:
   ieee8023     metadata.csv with a `filename` column        + images/<filename>
@@ -6,17 +6,20 @@ A source folder is recognised by its files, never by its name, so renamed clones
   figure1      metadata.csv with neither                     + images/<patientid>.jpg|.png
   rsna         stage_2_train_labels.csv + stage_2_detailed_class_info.csv
                + stage_2_train_images/<patientId>.dcm
+  sirm         COVID.metadata.xlsx (COVID-19 Radiography Database) + COVID/ (preprocess.sirm)
 Every row becomes an `Entry` (usable) or a `Skip` (with its reason); nothing vanishes silently.
+Which rows count, and as what, is decided in preprocess.labels only.
 """
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from preprocess import labels
 from preprocess.csvio import SourceError, Table, read_table
-from preprocess.labels import is_frontal, map_finding
 
 
 @dataclass(frozen=True)
@@ -44,16 +47,21 @@ class SourceScan:
     entries: list[Entry] = field(default_factory=list)
     skips: list[Skip] = field(default_factory=list)
     notes: dict[str, int] = field(default_factory=dict)  # quirks met, counted
+    urls: dict[str, str] = field(default_factory=dict)  # entry filename -> URL (SIRM)
+    frontal_urls: set[str] = field(default_factory=set)  # ieee8023 rows past the view filter
+    first_lines: dict[str, str] = field(default_factory=dict)  # entry filename -> file:line
 
 
 def detect_layout(root: Path) -> str:
     if (root / "stage_2_train_labels.csv").is_file():
         return "rsna"
+    if any(root.glob("*.metadata.xlsx")):
+        return "sirm"
     meta = root / "metadata.csv"
     if not meta.is_file():
         raise SourceError(
-            f"{root}: matches no known source layout (expected metadata.csv, or the RSNA "
-            "stage_2_train_labels.csv + stage_2_detailed_class_info.csv)"
+            f"{root}: matches no known source layout (expected metadata.csv, COVID.metadata.xlsx, "
+            "or the RSNA stage_2_train_labels.csv + stage_2_detailed_class_info.csv)"
         )
     with meta.open("rb") as fh:
         head = fh.readline().decode("utf-8-sig", "replace").lower()
@@ -65,15 +73,25 @@ def detect_layout(root: Path) -> str:
     return "figure1"
 
 
-def scan_source(root: Path) -> SourceScan:
+def scan_source(root: Path, policy: str = labels.DEFAULT_POLICY) -> SourceScan:
     root = Path(root)
+    labels.check_policy(policy)
     if not root.is_dir():
         raise SourceError(f"{root}: source folder not found")
     layout = detect_layout(root)
-    return _scan_rsna(root, layout) if layout == "rsna" else _scan_metadata(root, layout)
+    if layout == "rsna":
+        return _scan_rsna(root, layout)
+    if layout == "sirm":
+        from preprocess.sirm import scan_sirm
+
+        return scan_sirm(root, policy)
+    return _scan_metadata(root, layout, policy)
 
 
-def _scan_metadata(root: Path, layout: str) -> SourceScan:
+_FIGURE1_LETTERED = re.compile(r"^(.*\d)[a-z]$")  # COVID-00039a/b/c: three films of COVID-00039
+
+
+def _scan_metadata(root: Path, layout: str, policy: str) -> SourceScan:
     column = {"ieee8023": "filename", "actualmed": "imagename", "figure1": None}[layout]
     required = ("patientid", "finding", "view") + ((column,) if column else ())
     table = read_table(root / "metadata.csv", required)
@@ -81,38 +99,38 @@ def _scan_metadata(root: Path, layout: str) -> SourceScan:
     for raw in _raw_header(table):
         if raw and raw != raw.strip().lower():
             scan.notes[f"column {raw!r} read as {raw.strip().lower()!r}"] = 1
-    has_modality = "modality" in table.columns
+    rule = labels.ieee8023 if layout == "ieee8023" else labels.first_comma
     for line, row in table.rows:
         where = f"{table.path}:{line}"
         pid = row["patientid"]
         name = row[column] if column else _figure1_file(root, pid)
-        skip = _row_problem(row, has_modality, pid, name)
-        if skip:
-            scan.skips.append(Skip(scan.name, where, skip, name or ""))
+        verdict = rule(policy, row["finding"], row["view"], row.get("modality", ""))
+        if layout == "ieee8023" and row["view"] in labels.COVIDNET_VIEWS:  # the notebook's URL pool
+            scan.frontal_urls.add(row.get("url", ""))
+        problem = "no patient id" if not pid else verdict.reason or ("" if name else "no image file name")
+        if problem:
+            scan.skips.append(Skip(scan.name, where, problem, name or ""))
             continue
-        label = map_finding(row["finding"])
-        scan.entries.append(Entry(scan.name, pid, f"images/{name}", label))
+        if layout == "figure1" and (m := _FIGURE1_LETTERED.match(pid)):
+            count(scan, "Figure1 lettered ids read as one patient (COVID-00039a -> COVID-00039)")
+            pid = m.group(1)
+        if not row["view"]:
+            count(scan, "rows with a blank view (kept: a blank view is not a lateral film)")
+        assert verdict.label is not None
+        entry = Entry(scan.name, pid, f"images/{name}", verdict.label)
+        scan.entries.append(entry)
+        scan.first_lines[entry.filename] = where
+    scan.frontal_urls.discard("")
     return scan
+
+
+def count(scan: SourceScan, quirk: str) -> None:
+    scan.notes[quirk] = scan.notes.get(quirk, 0) + 1
 
 
 def _raw_header(table: Table) -> list[str]:
     with table.path.open("rb") as fh:
         return fh.readline().decode(table.encoding, "replace").rstrip("\r\n").split(",")
-
-
-def _row_problem(row: dict[str, str], has_modality: bool, pid: str, name: str | None) -> str:
-    if not pid:
-        return "no patient id"
-    if has_modality and row["modality"] and row["modality"].strip().lower() != "x-ray":
-        return f"not an X-ray (modality {row['modality']!r})"
-    if not is_frontal(row["view"]):
-        return f"not a frontal view ({row['view']!r})"
-    if map_finding(row["finding"]) is None:
-        finding = row["finding"]
-        return f"unknown finding {finding!r}" if finding else "no finding given (unconfirmed)"
-    if not name:
-        return "no image file name"
-    return ""
 
 
 def _figure1_file(root: Path, pid: str) -> str | None:
@@ -122,45 +140,41 @@ def _figure1_file(root: Path, pid: str) -> str | None:
     return f"{pid}.jpg" if pid else None  # reported as missing by the existence check
 
 
-_RSNA_CLASS = {"normal": "normal", "lung opacity": "pneumonia"}
-_RSNA_LEFT_OUT = "no lung opacity / not normal"
-
-
 def _scan_rsna(root: Path, layout: str) -> SourceScan:
-    labels = read_table(root / "stage_2_train_labels.csv", ("patientid", "target"))
+    """RSNA ids are image ids (one radiograph per patientId), so a patient here is one image."""
+    labels_table = read_table(root / "stage_2_train_labels.csv", ("patientid", "target"))
     info_path = root / "stage_2_detailed_class_info.csv"
     if not info_path.is_file():
         raise SourceError(f"{info_path}: missing (the RSNA source needs both label files)")
     info = read_table(info_path, ("patientid", "class"))
-    scan = SourceScan(root.name, root, layout, [labels, info])
+    scan = SourceScan(root.name, root, layout, [labels_table, info])
     classes: dict[str, set[str]] = defaultdict(set)
     for _, row in info.rows:
-        classes[row["patientid"]].add(row["class"].strip().lower())
+        classes[row["patientid"]].add(row["class"])
     targets: dict[str, set[str]] = defaultdict(set)
     first_line: dict[str, int] = {}
     box_rows = 0
-    for line, row in labels.rows:
+    for line, row in labels_table.rows:
         pid = row["patientid"]
         box_rows += pid in first_line
         first_line.setdefault(pid, line)
-        targets[pid].add(row["target"].strip())
+        targets[pid].add(row["target"])
     scan.notes["RSNA box rows collapsed (one image per patient)"] = box_rows
+    disagree = sum(
+        ("Normal" in classes[p] and "1" in targets[p]) or ("Lung Opacity" in classes[p] and "1" not in targets[p])
+        for p in first_line
+    )
+    if disagree:
+        scan.notes["RSNA patients whose class and Target disagree (Normal wins, as in COVID-Net)"] = disagree
     if not (root / "stage_2_train_images").is_dir():
         scan.notes["stage_2_train_images/ absent: labels only, every image missing"] = 1
     for pid, line in first_line.items():  # file order: deterministic
-        where = f"{labels.path}:{line}"
+        where = f"{labels_table.path}:{line}"
         name = f"stage_2_train_images/{pid}.dcm"
-        kinds = classes.get(pid)
-        if not kinds:
-            scan.skips.append(Skip(scan.name, where, "no class in detailed_class_info", name))
-        elif len(kinds) > 1 or len(targets[pid]) > 1:
-            scan.skips.append(Skip(scan.name, where, f"conflicting RSNA classes {sorted(kinds)}", name))
-        elif _RSNA_LEFT_OUT in kinds:
-            scan.skips.append(Skip(scan.name, where, "RSNA 'No Lung Opacity / Not Normal' (left out)", name))
-        elif (kind := next(iter(kinds))) not in _RSNA_CLASS:
-            scan.skips.append(Skip(scan.name, where, f"unknown RSNA class {kind!r}", name))
-        elif (targets[pid] == {"1"}) != (kind == "lung opacity"):
-            scan.skips.append(Skip(scan.name, where, f"Target {targets[pid]} disagrees with class {kind!r}", name))
+        verdict = labels.rsna(classes.get(pid, set()), targets[pid])
+        if verdict.label is None:
+            scan.skips.append(Skip(scan.name, where, verdict.reason, name))
         else:
-            scan.entries.append(Entry(scan.name, pid, name, _RSNA_CLASS[kind]))
+            scan.entries.append(Entry(scan.name, pid, name, verdict.label))
+            scan.first_lines[name] = where
     return scan

@@ -1,8 +1,17 @@
 """The split-file contract: `patientid filename label source`, one image per line.
 
 `filename` is relative to its source's root folder, listed in split.json under `roots`.
-Published COVIDx files (`patientid filename label [source]`) are read too. File names may
-contain spaces (later ieee8023 layouts do), so a line is split from both ends.
+Fields are separated by single spaces (COVID-Net's format, which its readers split with
+`str.split()`), or by tabs when a field itself holds a space (SIRM "COVID 70", file names
+with spaces), so our own files are never ambiguous.
+
+Every published COVIDx label-file version is read too: `patientid filename label` (COVIDx 2-6
+RSNA lines) or `patientid filename label source` (later versions), SIRM patient ids with a
+space (`COVID 70 COVID(70).png COVID-19 sirm`, COVIDx 7A-8B), and with `binary=True` the
+COVID-19-vs-rest files (`positive` / `negative`, COVIDx 8B, 9B, CXR-2). Published file names
+hold no spaces, so a space-separated line is split from both ends: label (3rd or 4th column
+from the start, last or second-to-last from the end), then the file name is the token before
+it and the patient id is everything before that.
 """
 
 from __future__ import annotations
@@ -15,7 +24,10 @@ from hpml.config import CLASSES
 from hpml.records import write_text_atomic
 from preprocess.csvio import SourceError
 
-_LABEL_ALIASES = {c.lower(): c for c in CLASSES} | {"covid19": "COVID-19", "positive": "COVID-19"}
+LABELS = {c.lower(): c for c in CLASSES}
+# Binary COVIDx files: positive = COVID-19, negative = anything else. Imported only on request,
+# into the class `normal` (read: "not COVID-19"); the pneumonia class then stays empty.
+BINARY_LABELS = {"positive": "COVID-19", "negative": "normal"}
 
 
 @dataclass(frozen=True, order=True)
@@ -26,25 +38,43 @@ class SplitLine:
     source: str
 
 
-def parse_line(text: str, where: str, default_source: str = "") -> SplitLine:
-    parts = text.split()
-    if len(parts) < 3:
+def _label(token: str, binary: bool) -> str | None:
+    return (BINARY_LABELS if binary else LABELS).get(token.lower())
+
+
+def parse_line(text: str, where: str, default_source: str = "", binary: bool = False) -> SplitLine:
+    """One line of a split file (ours or a published one); SourceError names `where`."""
+    if "\t" in text:
+        fields = [f.strip() for f in text.rstrip("\r\n").split("\t")]
+        if len(fields) not in (3, 4) or not all(fields):
+            raise SourceError(f"{where}: expected 3 or 4 tab-separated fields, got {text!r}")
+        label = _label(fields[2], binary)
+        if label is None:
+            raise SourceError(f"{where}: unknown label {fields[2]!r} ({_expected(binary)})")
+        return SplitLine(fields[0], fields[1], label, fields[3] if len(fields) == 4 else default_source)
+    tokens = text.split()
+    if len(tokens) < 3:
         raise SourceError(f"{where}: expected 'patientid filename label [source]', got {text!r}")
-    patient, rest = text.strip().split(None, 1)
-    # The label is the last or the second-to-last token; what precedes it is the file name.
-    head, _, last = rest.rpartition(" ")
-    if last.lower() in _LABEL_ALIASES:
-        filename, label, source = head, last, default_source
+    if (label := _label(tokens[-1], binary)) is not None:
+        middle, source = tokens[:-1], default_source
+    elif len(tokens) >= 4 and (label := _label(tokens[-2], binary)) is not None:
+        middle, source = tokens[:-2], tokens[-1]
     else:
-        filename, _, label = head.rpartition(" ")
-        source = last
-    label = _LABEL_ALIASES.get(label.lower())
-    if label is None or not filename:
-        raise SourceError(f"{where}: no valid label ({', '.join(CLASSES)}) in {text!r}")
-    return SplitLine(patient, filename.strip(), label, source)
+        seen = tokens[-1] if len(tokens) == 3 else f"{tokens[-2]} / {tokens[-1]}"
+        hint = ""
+        if not binary and {tokens[-1].lower(), tokens[-2].lower()} & set(BINARY_LABELS):
+            hint = "; a binary (positive/negative) COVIDx file: import it with --binary"
+        raise SourceError(f"{where}: unknown label {seen!r} ({_expected(binary)}){hint}: {text.strip()!r}")
+    if len(middle) < 2:
+        raise SourceError(f"{where}: expected 'patientid filename label [source]', got {text!r}")
+    return SplitLine(" ".join(middle[:-1]), middle[-1], label, source)
 
 
-def read_split(path: Path, default_source: str = "") -> list[SplitLine]:
+def _expected(binary: bool) -> str:
+    return "expected " + (" or ".join(BINARY_LABELS) if binary else ", ".join(CLASSES))
+
+
+def read_split(path: Path, default_source: str = "", binary: bool = False) -> list[SplitLine]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -52,13 +82,21 @@ def read_split(path: Path, default_source: str = "") -> list[SplitLine]:
     except (OSError, UnicodeDecodeError) as exc:
         raise SourceError(f"{path}: cannot read: {exc}") from None
     return [
-        parse_line(line, f"{path}:{n}", default_source) for n, line in enumerate(text.splitlines(), 1) if line.strip()
+        parse_line(line, f"{path}:{n}", default_source, binary)
+        for n, line in enumerate(text.splitlines(), 1)
+        if line.strip()
     ]
 
 
 def write_split(path: Path, lines: list[SplitLine]) -> None:
-    body = "".join(f"{x.patient} {x.filename} {x.label} {x.source}\n" for x in lines)
+    body = "".join(format_line(x) for x in lines)
     write_text_atomic(path, body)
+
+
+def format_line(x: SplitLine) -> str:
+    fields = (x.patient, x.filename, x.label, x.source)
+    sep = "\t" if any(c.isspace() for f in fields for c in f) else " "
+    return sep.join(fields) + "\n"
 
 
 def load_roots(split_dir: Path) -> dict[str, Path]:

@@ -49,3 +49,21 @@ def random_size(rng: np.random.Generator) -> tuple[int, int]:
     long_side = int(rng.integers(1800, 2500)) if rng.random() < 0.1 else int(rng.integers(400, 1000))
     aspect = rng.uniform(0.8, 1.25)
     return long_side, max(64, int(long_side * aspect))
+
+
+def film_identity(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """What makes two real films of healthy lungs different pictures: soft tissue, positioning,
+    exposure falling off across the film. Broad bright/dark patches outside the lung fields, so
+    the class pattern (inside the lungs, drawn by `render`) is untouched. Without it two renders
+    of one class differ by noise only, and a perceptual hash rightly calls them one picture.
+    """
+    h, w = img.shape
+    yy, xx = (np.mgrid[0:BASE, 0:BASE].astype(np.float32) + 0.5) / BASE  # smooth: drawn small
+    field = np.zeros((BASE, BASE), np.float32)
+    for _ in range(6):
+        cx, cy, s = rng.uniform(0, 1), rng.uniform(0, 1), rng.uniform(0.08, 0.25)
+        field += rng.choice([-1, 1]) * rng.uniform(0.25, 0.5) * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * s * s))
+    # render()'s lung fields (centres x 42 and 86 of 128, y 66; radii 17 x 34), with a margin.
+    lungs = sum(np.exp(-((((xx - cx) / 0.2) ** 2 + ((yy - 0.52) / 0.34) ** 2) ** 4)) for cx in (42 / BASE, 86 / BASE))
+    field *= 1 - np.clip(lungs, 0, 1)
+    return np.clip(img + cv2.resize(field, (w, h), interpolation=cv2.INTER_LINEAR), 0, 1).astype(np.float32)

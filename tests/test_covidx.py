@@ -6,7 +6,7 @@ import shutil
 import pytest
 from conftest import hpml
 
-from preprocess.covidx import BuildOptions, build, import_published
+from preprocess.covidx import BuildOptions, build
 from preprocess.csvio import SourceError
 from preprocess.sources import detect_layout
 from preprocess.splitfile import load_roots, read_split
@@ -16,6 +16,7 @@ LAYOUTS = {
     "Actualmed-COVID-chestxray-dataset": "actualmed",
     "Figure1-COVID-chestxray-dataset": "figure1",
     "rsna": "rsna",
+    "COVID-19_Radiography_Database": "sirm",
 }
 
 
@@ -33,6 +34,8 @@ def assert_leak_free(out):
             digest = meta["sha256"][f"{x.source}/{x.filename}"]
             assert seen_hashes.setdefault(digest, split) == split, f"{x.filename} in two splits"
     assert len(seen_hashes) == sum(meta["images"].values())  # no duplicate content at all
+    for group in meta["near_duplicates"]:  # re-encoded copies of one radiograph: one side
+        assert len(set(group["splits"]) - {"dropped"}) <= 1, group
     return meta
 
 
@@ -45,16 +48,26 @@ def test_every_layout_is_detected_and_read(synth_corpus, tmp_path):
     for split in ("train", "val", "test"):
         assert all(meta["counts"][split][c] for c in ("normal", "pneumonia", "COVID-19"))
     assert set(meta["roots"]) == set(LAYOUTS)
-    assert meta["dropped"] == {"RSNA 'No Lung Opacity / Not Normal'": 2, "not a frontal view": 1}
+    assert meta["label_policy"] == "covidnet"
+    assert meta["dropped"] == {
+        "finding not in COVID-Net's table": 4,  # ARDS, Pneumocystis, 2 Actualmed "No finding"
+        "RSNA 'No Lung Opacity / Not Normal' with Target 0": 2,
+        "URL also in ieee8023": 1,
+        "no finding given": 1,
+        "view not in COVID-Net's list": 1,
+    }
     rsna = meta["sources"]["rsna"]["quirks"]["RSNA box rows collapsed (one image per patient)"]
     assert rsna > 0
     roots = load_roots(tmp_path / "split")
     for lines in splits(tmp_path / "split").values():
         for x in lines:
             assert (roots[x.source] / x.filename).is_file()
-    # Every image of the corpus but the left-out rows is used exactly once.
+    # Every image of the corpus but the left-out rows is used exactly once: 12 per class, plus
+    # ieee8023's re-encoded copy of a Figure1 film and SIRM "COVID 217" (kept, as COVID-Net did).
     lines = [x for ls in splits(tmp_path / "split").values() for x in ls]
-    assert len(lines) == len({(x.source, x.filename) for x in lines}) == 36
+    assert len(lines) == len({(x.source, x.filename) for x in lines}) == 38
+    normals = {x.source for x in lines if x.label == "normal"}
+    assert normals == {"rsna"}  # COVIDx's only normals
 
 
 def test_same_seed_same_bytes_other_seed_other_split(synth_corpus, tmp_path):
@@ -75,7 +88,7 @@ def test_test_per_class_targets(synth_corpus, tmp_path):
 
 def test_bad_inputs_are_skipped_and_reported(corpus_copy, tmp_path):
     ieee = corpus_copy / "covid-chestxray-dataset"
-    images = sorted((ieee / "images").iterdir())
+    images = sorted(p for p in (ieee / "images").iterdir() if p.name.startswith(("cov", "pne")))  # used rows
     images[0].unlink()  # missing file
     images[1].write_bytes(images[1].read_bytes()[:200])  # truncated
     images[2].write_bytes(b"")  # zero bytes
@@ -89,8 +102,13 @@ def test_bad_inputs_are_skipped_and_reported(corpus_copy, tmp_path):
     meta = build(sorted(corpus_copy.iterdir()), tmp_path / "s")
     reasons = [s["reason"] for s in meta["skipped"]]
     for expected in ("file not found", "truncated", "empty file", "unrecognised signature",
-                     "duplicate of", "unknown finding", "not an X-ray"):  # fmt: skip
+                     "duplicate of", "finding not in COVID-Net's table ('Tuberculoma of the moon')"):  # fmt: skip
         assert any(expected in r for r in reasons), expected
+    # Missing images: a summary by reason (count, first paths) beside the full list.
+    assert meta["missing_images"]["file not found"]["count"] == 2  # images[0] and the CT row's x.png
+    assert str(images[0]) in meta["missing_images"]["file not found"]["first"]
+    extended = build(sorted(corpus_copy.iterdir()), tmp_path / "e", BuildOptions(labels="extended"))
+    assert any("not an X-ray" in s["reason"] for s in extended["skipped"])  # COVID-Net has no such check
     named = {s["filename"] for s in meta["skipped"]}
     assert {images[i].name for i in range(4)} <= {n.split("/")[-1] for n in named}
     assert_leak_free(tmp_path / "s")
@@ -122,6 +140,9 @@ def test_latin1_csv_with_crlf_and_odd_headers(corpus_copy, tmp_path):
     am.write_bytes(raw + "ANONé,,,,COVID-19,,,,L,X-ray,x.png,,\r\n".encode("latin-1"))
     meta = build([am.parent], tmp_path / "s")
     assert meta["sources"][am.parent.name]["csv_encoding"]["metadata.csv"] == "cp1252"
+    # COVID-Net reads Actualmed without a view filter: the row counts, its image is missing.
+    assert any(s["reason"] == "file not found" and s["filename"] == "images/x.png" for s in meta["skipped"])
+    meta = build([am.parent], tmp_path / "e", BuildOptions(labels="extended"))
     assert any("not a frontal view" in s["reason"] for s in meta["skipped"])
 
 
@@ -133,7 +154,7 @@ def test_conflicting_labels_keep_patient_together(corpus_copy, tmp_path):
     normal_i = next(i for i, line in enumerate(lines) if ",No finding," in line)
     lines[normal_i] = covid.split(",")[0] + lines[normal_i][lines[normal_i].index(",") :]
     am.write_bytes("\r\n".join(lines).encode())
-    meta = build([am.parent], tmp_path / "s")
+    meta = build([am.parent], tmp_path / "s", BuildOptions(labels="extended"))  # "No finding" counts there
     assert meta["conflicting_label_patients"] == [f"{am.parent.name}:{covid.split(',')[0]}"]
     assert_leak_free(tmp_path / "s")
 
@@ -141,19 +162,6 @@ def test_conflicting_labels_keep_patient_together(corpus_copy, tmp_path):
 def test_cli_prints_distribution_table(synth_corpus, tmp_path):
     proc = hpml("covidx", "build", "--sources", *sorted(synth_corpus.iterdir()), "--out", tmp_path / "s")
     assert "| train |" in proc.stdout and "COVID-19" in proc.stdout
-
-
-def test_import_published_covidx_files(tmp_path):
-    train = tmp_path / "train_COVIDx.txt"
-    labels = ("normal", "pneumonia", "COVID-19")
-    rows = [f"p{i} img{i}.png {labels[i % 3]}\n" for i in range(30)]
-    train.write_text("".join(rows) + "p1 img1.png pneumonia\n")  # the RSNA duplicate-line defect
-    test = tmp_path / "test_COVIDx.txt"
-    test.write_text("t1 a b.png COVID-19 cohen\nt2 c.png normal rsna\n")  # a name with a space
-    meta = import_published(train, test, tmp_path, tmp_path, tmp_path / "s", BuildOptions(val_fraction=0.2))
-    assert meta["duplicate_lines_dropped"]["train"] == 1
-    assert meta["images"]["train"] + meta["images"]["val"] == 30
-    assert [x.filename for x in read_split(tmp_path / "s" / "test.txt")] == ["a b.png", "c.png"]
 
 
 def test_real_corpus_build(real_corpus, tmp_path):
@@ -165,8 +173,17 @@ def test_real_corpus_build(real_corpus, tmp_path):
     assert quirks["covid-chestxray-dataset"]["quirks"]["column ' url' read as 'url'"] == 1
     # 30,142 label rows for 26,605 patients: 3,537 extra box rows collapsed.
     assert quirks["rsna"]["quirks"]["RSNA box rows collapsed (one image per patient)"] == 3537
-    assert meta["dropped"]["RSNA 'No Lung Opacity / Not Normal'"] == 11787
+    assert meta["dropped"]["RSNA 'No Lung Opacity / Not Normal' with Target 0"] == 11787
     assert meta["dropped"]["file not found"] == 8818 + 6000  # labels only, no DICOMs here
-    assert meta["dropped"]["not a frontal view"] == 11  # the lateral (L) films
+    assert meta["missing_images"]["file not found"]["count"] == 14818
+    assert len(meta["missing_images"]["file not found"]["first"]) == 5  # the log shows as many
+    assert meta["dropped"]["view not in COVID-Net's list"] == 11  # the lateral (L) films
     assert meta["dropped"]["no finding given"] == 2  # Actualmed's unconfirmed rows
-    assert sum(meta["images"].values()) == 124 - 11 + 18 - 2
+    # ARDS 4 + Pneumocystis 2 + No Finding 1 (ieee8023, some of them lateral) + Actualmed No finding 8.
+    assert meta["dropped"]["finding not in COVID-Net's table"] == 14
+    assert sum(meta["images"].values()) == 115
+    # ieee8023 patient 51: the same PA film posted on day 3 and day 9 (SIRM caso 34), cropped differently.
+    assert [g["images"] for g in meta["near_duplicates"]] == [[
+        "covid-chestxray-dataset/images/F4341CE7-73C9-45C6-99C8-8567A5484B63.jpeg",
+        "covid-chestxray-dataset/images/E63574A7-4188-4C8D-8D17-9D67A18A1AFA.jpeg",
+    ]]  # fmt: skip

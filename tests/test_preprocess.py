@@ -145,7 +145,8 @@ def test_bad_and_odd_images_with_two_ranks(tmp_path):
     for i, name in enumerate(("truncated.png", "empty.png", "text.png")):
         (root / "images" / name).write_bytes(good + bytes(i))  # whole (and unique) at build time...
     (root / "metadata.csv").write_text(",".join(IEEE_HEADER) + "\n" + "".join(rows))
-    build([root], tmp_path / "split", BuildOptions(val_fraction=0, test_fraction=0))
+    # The rows name their class as the finding ("normal"): hpml's extended policy reads that.
+    build([root], tmp_path / "split", BuildOptions(val_fraction=0, test_fraction=0, labels="extended"))
     # ...and damaged afterwards, as happens on shared storage between the two stages.
     (root / "images" / "truncated.png").write_bytes(good[: len(good) // 2])
     (root / "images" / "empty.png").write_bytes(b"")
@@ -201,7 +202,7 @@ def test_write_failure_on_one_rank_aborts_the_job_promptly(split, tmp_path):
 
 def test_real_corpus_two_ranks(real_corpus, tmp_path):
     sources = [real_corpus / d for d in ("covid-chestxray-dataset", "Actualmed-COVID-chestxray-dataset")]
-    build(sources, tmp_path / "split")
+    build(sources, tmp_path / "split", BuildOptions(labels="extended"))  # every frontal film: 129
     out = tmp_path / "shards"
     preprocess(tmp_path / "split", out, 2, "--set", "data.image_size=128", timeout=900)
     assert verify(out) == []
