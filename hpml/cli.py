@@ -123,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--csv", type=Path, help="also write the predictions here")
     pr.add_argument("--explain", action="store_true", help="write a Grad-CAM overlay PNG per file")
     pr.add_argument("--explain-dir", type=Path, default=Path("gradcam"), help="where --explain writes (./gradcam)")
+    pr.add_argument("--explain-target", choices=["vs-normal", "logit"], default="vs-normal",
+                    help="Grad-CAM score: log-odds of the class against normal (default) or its logit")  # fmt: skip
     pr.set_defaults(func=commands.cmd_predict)
 
     ex = sub.add_parser("export", parents=[common], help="SavedModel + Keras file + preprocessing contract")

@@ -144,7 +144,8 @@ def _compare(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from hpml.predict import predict
 
-    return predict(args.run_dir, args.files, args.checkpoint, args.csv, args.explain_dir if args.explain else None)
+    explain = args.explain_dir if args.explain else None
+    return predict(args.run_dir, args.files, args.checkpoint, args.csv, explain, args.explain_target)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

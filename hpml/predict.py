@@ -61,14 +61,16 @@ def explain_names(files: list[Path]) -> list[str]:
     return names
 
 
-def write_explanations(model, cfg: Config, files: list[Path], inputs: np.ndarray, out: Path) -> list[Path]:
+def write_explanations(
+    model, cfg: Config, files: list[Path], inputs: np.ndarray, out: Path, target: str = "vs-normal"
+) -> list[Path]:
     from hpml.gradcam import gradcam, overlay
 
     out.mkdir(parents=True, exist_ok=True)
-    maps, used, probs = gradcam(model, inputs, batch=cfg.eval.batch_size)
+    maps, used, probs = gradcam(model, inputs, batch=cfg.eval.batch_size, target=target)
     written = []
     for path, name, image, heat, c, p in zip(files, explain_names(files), inputs, maps, used, probs, strict=True):
-        title = f"{path.name}: {CLASSES[c]} (p = {p[c]:.3f})"
+        title = f"{path.name}: {CLASSES[c]} (p = {p[c]:.3f}); Grad-CAM target {target}"
         if not heat.any():
             title += " - flat map: no positive evidence"
         overlay(image, heat, out / name, title, footer="research software, not a diagnosis")
@@ -77,7 +79,7 @@ def write_explanations(model, cfg: Config, files: list[Path], inputs: np.ndarray
 
 
 def predict(run_dir: Path, targets: list[Path], which: str = "best", csv_path: Path | None = None,
-            explain_dir: Path | None = None) -> int:  # fmt: skip
+            explain_dir: Path | None = None, explain_target: str = "vs-normal") -> int:  # fmt: skip
     cfg, model, description = load_trained(run_dir, which)
     files = expand(targets)
     inputs, kept, failed = [], [], []
@@ -103,7 +105,7 @@ def predict(run_dir: Path, targets: list[Path], which: str = "best", csv_path: P
                              for f, p in zip(kept, probs, strict=True))  # fmt: skip
             writer.writerows([str(f), "", "", "", "", reason] for f, reason in failed)
     if explain_dir and kept:
-        written = write_explanations(model, cfg, kept, np.stack(inputs), explain_dir)
+        written = write_explanations(model, cfg, kept, np.stack(inputs), explain_dir, explain_target)
         print(f"Grad-CAM overlays: {len(written)} PNG files in {explain_dir}")
     print(f"model: {description}; {len(kept)} predicted, {len(failed)} unreadable")
     print(DISCLAIMER)
