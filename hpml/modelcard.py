@@ -9,6 +9,7 @@ test evaluation exists, instead of leaving a reader to assume.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -42,7 +43,11 @@ def _read(path: Path) -> dict | None:
 
 def collect(run_dir: Path, cfg: Config, checkpoint: str) -> dict:
     """Everything the card says, as JSON (also written as model_card.json)."""
-    split_dir = Path(cfg.data.split_dir) if cfg.data.split_dir else None
+    # The shards the run trained on name the split they were made from (manifest.json); the
+    # config's data.split_dir may be a default that was never used.
+    shards = Path(cfg.data.shards) if cfg.data.shards else None
+    manifest = _read(shards / "manifest.json") if shards else None
+    split_dir = Path(manifest["split_dir"]) if manifest and manifest.get("split_dir") else None
     split_meta = _read(split_dir / "split.json") if split_dir else None
     evaluations = {}
     for split in ("test", "val"):
@@ -50,6 +55,9 @@ def collect(run_dir: Path, cfg: Config, checkpoint: str) -> dict:
         if metrics:
             evaluations[split] = {k: metrics.get(k) for k in KEEP}
             evaluations[split]["same_checkpoint_as_export"] = metrics.get("checkpoint") == checkpoint
+            if manifest:
+                digest = hashlib.sha256((shards / "manifest.json").read_bytes()).hexdigest()
+                evaluations[split]["same_shards_as_training"] = metrics.get("manifest_sha256") == digest
     data = {
         "image_size": cfg.data.image_size, "preprocessing": {"policy": cfg.preprocess.policy,
         "top_crop": cfg.preprocess.top_crop, "encoding": cfg.preprocess.encoding},
@@ -57,6 +65,8 @@ def collect(run_dir: Path, cfg: Config, checkpoint: str) -> dict:
                         "images dropped; a patient with differently labelled images placed by the most severe "
                         "label (COVID-19 > pneumonia > normal)",
         "split_dir": str(split_dir) if split_dir else None,
+        "shards": str(shards) if shards else None,
+        "images_per_split": {k: v["classes"] for k, v in manifest["totals"].items()} if manifest else None,
     }  # fmt: skip
     if split_meta:
         data.update(seed=split_meta.get("seed"), sources=sorted(split_meta.get("roots", {})),
@@ -85,12 +95,15 @@ def _evaluation_md(split: str, e: dict) -> list[str]:
     lines = [f"### {split} split ({e['count']} images)"]
     if not e["same_checkpoint_as_export"]:
         lines.append(f"**Warning: evaluated with `{e['checkpoint']}`, not the exported checkpoint.**")
-    lines += ["| class | sensitivity % (95 % CI) | PPV % (95 % CI) | ROC AUC |", "|:---|:---:|:---:|:---:|"]
+    if e.get("same_shards_as_training") is False:
+        lines.append("**Warning: evaluated on other shards than the run trained from (manifest differs).**")
+    table = ["| class | sensitivity % (95 % CI) | PPV % (95 % CI) | ROC AUC |", "|:---|:---:|:---:|:---:|"]
     for c in CLASSES:
         auc = (areas.get("roc_auc") or {}).get(c)
-        lines.append(f"| {c} | {100 * e['sensitivity'][c]:.1f} ({_ci((iv.get('sensitivity') or {}).get(c))}) | "
+        table.append(f"| {c} | {100 * e['sensitivity'][c]:.1f} ({_ci((iv.get('sensitivity') or {}).get(c))}) | "
                      f"{100 * e['ppv'][c]:.1f} ({_ci((iv.get('ppv') or {}).get(c))}) | "
                      f"{'n/a' if auc is None else f'{auc:.3f}'} |")  # fmt: skip
+    lines.append("\n".join(table))
     lines.append(f"Accuracy {100 * e['accuracy']:.1f} % ({_ci(bs.get('accuracy'))}), macro F1 "
                  f"{100 * e['macro_f1']:.1f} % ({_ci(bs.get('macro_f1'))}); intervals: {iv.get('method', 'n/a')} "
                  f"per class, {bs.get('method', 'n/a')} overall.")  # fmt: skip
@@ -111,12 +124,13 @@ def markdown(card: dict) -> str:
         f"class weights {t['class_weights']}, seed {t['seed']}.",
         "## Data and split policy",
         f"Split: {d['split_policy']}. Preprocessing: {d['preprocessing']}, {d['image_size']} px.",
+        f"Images per split and class (shards `{d['shards']}`): {d['images_per_split']}.",
     ]
     if d.get("sources"):
         lines.append(f"Sources: {', '.join(d['sources'])}; split seed {d.get('seed')}; images per split "
                      f"{d.get('images')}; patients per split {d.get('patients')}.")  # fmt: skip
     else:
-        lines.append("The split files were not found from the run's config (data.split_dir); sources unknown.")
+        lines.append("The split.json named by the shards' manifest was not found; sources unknown.")
     lines.append("## Metrics (with 95 % intervals)")
     if not card["evaluations"]:
         lines.append("**NOT EVALUATED: no RUN/eval/*/metrics.json. Run `hpml evaluate --split test` first.**")
@@ -126,7 +140,7 @@ def markdown(card: dict) -> str:
     for split, e in card["evaluations"].items():
         lines += _evaluation_md(split, e)
     lines += ["## Intended use", card["intended_use"], "## Out of scope"]
-    lines += [f"- {item}" for item in card["out_of_scope"]]
+    lines.append("\n".join(f"- {item}" for item in card["out_of_scope"]))
     return "\n\n".join(lines) + "\n"
 
 

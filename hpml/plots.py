@@ -53,12 +53,13 @@ def plot_reliability(cal: dict, path: Path, title: str) -> None:
     width = edges[1] - edges[0]
     centres = [(lo + hi) / 2 for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
     filled = [i for i, n in enumerate(cal["count"]) if n]
-    top.bar([centres[i] for i in filled], [cal["bin_accuracy"][i] for i in filled], width=width * 0.95,
-            color="tab:blue", edgecolor="black", label="accuracy in bin")  # fmt: skip
-    top.bar([centres[i] for i in filled],
-            [cal["bin_confidence"][i] - cal["bin_accuracy"][i] for i in filled],
-            bottom=[cal["bin_accuracy"][i] for i in filled], width=width * 0.95, color="tab:red", alpha=0.35,
-            edgecolor="tab:red", hatch="//", label="gap to mean confidence")  # fmt: skip
+    xs = [centres[i] for i in filled]
+    acc, conf = [cal["bin_accuracy"][i] for i in filled], [cal["bin_confidence"][i] for i in filled]
+    top.bar(xs, acc, width=width * 0.9, color="tab:blue", edgecolor="black", label="accuracy in bin")
+    # The gap drawn as a red segment from the bar's top to the bin's mean confidence: above the
+    # bar = over-confident, below = under-confident.
+    top.vlines(xs, acc, conf, color="tab:red", linewidth=3, alpha=0.8)
+    top.plot(xs, conf, "o", color="tab:red", markersize=5, label="mean confidence in bin")
     top.plot([0, 1], [0, 1], color="gray", linestyle="--", label="perfect calibration")
     top.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1.02),
             title=f"{title}\nECE {cal['ece']:.3f}, MCE {cal['mce']:.3f} ({cal['bins']} bins, top label)")  # fmt: skip

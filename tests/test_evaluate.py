@@ -174,14 +174,28 @@ def test_compare_two_runs_on_the_same_test_images(trained, tmp_path):
     assert proc.returncode == 2 and "not the same test images" in proc.stderr
 
 
-def test_predict_exits_nonzero_when_nothing_is_classified(trained, tmp_path):
+@pytest.fixture()
+def untrained_run(tmp_path):
+    """A run folder with a config and (untrained) best weights: enough for predict's exit rules."""
+    from hpml.config import load_config, save_config
+    from hpml.models import build_model
+
+    cfg = load_config(DEMO)
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    save_config(cfg, run / "config.yaml")
+    build_model(cfg.model, cfg.data.image_size).save_weights(str(run / "checkpoints" / "best.h5"))
+    return run
+
+
+def test_predict_exits_nonzero_when_nothing_is_classified(untrained_run, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    proc = hpml("predict", "--run-dir", trained / "run", empty, check=False)
+    proc = hpml("predict", "--run-dir", untrained_run, empty, check=False)
     assert proc.returncode == 1 and "no file could be classified (0 found)" in proc.stderr
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)  # a PNG cut short
-    proc = hpml("predict", "--run-dir", trained / "run", bad, tmp_path / "missing.dcm", check=False)
+    proc = hpml("predict", "--run-dir", untrained_run, bad, tmp_path / "missing.dcm", check=False)
     assert proc.returncode == 1 and proc.stdout.count("UNREADABLE") == 2
 
 

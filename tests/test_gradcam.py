@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hpml.config import ModelConfig
+from hpml.config import CLASSES, ModelConfig
 from hpml.gradcam import gradcam, overlay, peak
 from hpml.models import build_model
 
@@ -99,18 +99,19 @@ def localisation(model, cfg, films, target="vs-normal"):
     size = cfg.data.image_size
     cell = size // explainer(model).outputs[0].shape[1]
     images = np.stack([model_input(path, cfg) for path, _, _ in films])
-    maps, _, _ = gradcam(model, images, target=target)
+    maps, used, _ = gradcam(model, images, target=target)
     scale = size / BASE
     yy, xx = np.mgrid[0:size, 0:size]
     hits = []
-    for (_, _, drawn), heat in zip(films, maps, strict=True):
+    for (_, label, drawn), heat, c in zip(films, maps, used, strict=True):
         mask = np.zeros((size, size), bool)
         for cx, cy, r in drawn:
             mx, my, sigma = (cx + 0.5) * scale - 0.5, (cy + 0.5) * scale - 0.5, np.hypot(r, 1.5) * scale
             mask |= (xx - mx) ** 2 + (yy - my) ** 2 <= (2 * sigma) ** 2
         y, x = peak(heat)
         top, left = (y // cell) * cell, (x // cell) * cell
-        hits.append(bool(heat.any()) and bool(mask[top : top + cell, left : left + cell].any()))
+        inside = bool(heat.any()) and bool(mask[top : top + cell, left : left + cell].any())
+        hits.append(inside and CLASSES[c] == label)
     return float(np.mean(hits))
 
 
@@ -119,10 +120,17 @@ def test_gradcam_peak_falls_on_the_pattern_for_a_trained_model_only(demo_run, tm
 
     cfg, model, _ = load_trained(demo_run / "run")
     films = pattern_films(tmp_path)
+    by_class = {c: [f for f in films if f[1] == c] for c in ("pneumonia", "COVID-19")}
+    for target in ("vs-normal", "logit"):
+        found = {c: localisation(model, cfg, f, target) for c, f in by_class.items()}
+        print(f"trained, target {target}: peak inside the pattern {found} (30 films each)")
     trained = localisation(model, cfg, films)
-    plain = localisation(model, cfg, films, target="logit")
-    untrained = localisation(build_model(cfg.model, cfg.data.image_size), cfg, films)
-    print(f"Grad-CAM peak inside the pattern: trained {trained:.2f} (plain logit target {plain:.2f}), "
-          f"untrained {untrained:.2f}, over {len(films)} films")  # fmt: skip
-    assert trained >= 0.6, trained  # most films
-    assert untrained < 0.5, untrained  # the same check fails for a model that did not learn
+    untrained = []
+    for seed in range(3):  # models that did not learn: the same check must fail for each
+        tf.keras.utils.set_random_seed(seed)
+        untrained.append(localisation(build_model(cfg.model, cfg.data.image_size), cfg, films))
+    print(f"Grad-CAM peak inside the pattern: trained {trained:.2f}, untrained {untrained} ({len(films)} films)")
+    # Seen: trained 0.68 (pneumonia 0.90, COVID-19 0.47; the plain-logit target 0.00 and 0.47),
+    # untrained [0.0, 0.0, 0.3].
+    assert trained > 0.5, trained  # most films
+    assert max(untrained) < 0.5, untrained  # the same check fails for models that did not learn
