@@ -33,8 +33,12 @@ def roc(positive: np.ndarray, scores: np.ndarray) -> dict:
         return {"auc": None, "fpr": [], "tpr": [], "thresholds": []}
     tps, fps, thresholds = _cumulative(positive, scores)
     tpr, fpr = np.r_[0.0, tps / n_pos], np.r_[0.0, fps / n_neg]
-    return {"auc": float(np.trapz(tpr, fpr)), "fpr": fpr.tolist(), "tpr": tpr.tolist(),
-            "thresholds": [float("inf"), *thresholds.tolist()]}  # fmt: skip
+    return {
+        "auc": float(np.trapz(tpr, fpr)),
+        "fpr": fpr.tolist(),
+        "tpr": tpr.tolist(),
+        "thresholds": [None, *thresholds.tolist()],  # None: above every score (JSON has no inf)
+    }
 
 
 def precision_recall(positive: np.ndarray, scores: np.ndarray) -> dict:

@@ -150,7 +150,9 @@ def test_report_has_intervals_curves_and_calibration_from_all_ranks(trained):
         assert text in report, text
     for png in ("roc_pr.png", "reliability.png", "confusion_matrix.png"):
         assert (out / png).read_bytes().startswith(b"\x89PNG"), png
-    found = json.loads((out / "curves.json").read_text())
+    strict = {"parse_constant": lambda c: pytest.fail(f"not JSON: {c}")}  # NaN / Infinity
+    found = json.loads((out / "curves.json").read_text(), **strict)
+    json.loads((out / "metrics.json").read_text(), **strict)
     assert found["COVID-19"]["positives"] == 11 and found["COVID-19"]["roc"]["fpr"][0] == 0.0
 
 
