@@ -46,7 +46,9 @@ setup(
         "tqdm==4.67.1",
     ],
     extras_require={
-        "dev": ["pytest==8.3.4", "pytest-timeout==2.3.1", "ruff==0.8.6", "spython==0.3.14"],
+        # statsmodels: the independent reference for the evaluation's intervals and McNemar test
+        # (tests only; 0.15.0 installs with numpy 1.26).
+        "dev": ["pytest==8.3.4", "pytest-timeout==2.3.1", "ruff==0.8.6", "spython==0.3.14", "statsmodels==0.15.0"],
     },
     entry_points={"console_scripts": ["hpml=hpml.cli:main"]},
 )

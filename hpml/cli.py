@@ -124,10 +124,18 @@ def build_parser() -> argparse.ArgumentParser:
     tr.set_defaults(func=commands.cmd_train)
 
     ev = sub.add_parser("evaluate", parents=[common], help="exact metrics and reports for a split")
-    ev.add_argument("--run-dir", type=Path, required=True)
+    ev.add_argument("--run-dir", type=Path, help="the run to evaluate (required unless --compare)")
     ev.add_argument("--split", choices=["val", "test"], help="default: eval.split (val); test only on request")
     ev.add_argument("--checkpoint", default="best", help="best | last | a .h5 weights file or checkpoint prefix")
     ev.add_argument("--shards", type=Path, help="shard folder (default: data.shards of the run)")
+    ev.add_argument(
+        "--compare",
+        nargs=2,
+        type=Path,
+        metavar=("RUN_A", "RUN_B"),
+        help="paired comparison of two evaluated runs on the same images (McNemar, B - A)",
+    )
+    ev.add_argument("--out", type=Path, help="with --compare: also write compare.json and compare.md here")
     ev.set_defaults(func=commands.cmd_evaluate)
 
     pr = sub.add_parser("predict", parents=[common], help="classify PNG/JPEG/DICOM files")
@@ -135,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("files", nargs="+", type=Path, metavar="FILE_OR_DIR")
     pr.add_argument("--checkpoint", default="best")
     pr.add_argument("--csv", type=Path, help="also write the predictions here")
+    pr.add_argument("--explain", action="store_true", help="write a Grad-CAM overlay PNG per file")
+    pr.add_argument("--explain-dir", type=Path, default=Path("gradcam"), help="where --explain writes (./gradcam)")
+    pr.add_argument("--explain-target", choices=["vs-normal", "logit"], default="vs-normal",
+                    help="Grad-CAM score: log-odds of the class against normal (default) or its logit")  # fmt: skip
     pr.set_defaults(func=commands.cmd_predict)
 
     ex = sub.add_parser("export", parents=[common], help="SavedModel + Keras file + preprocessing contract")

@@ -116,6 +116,10 @@ def cmd_bench_input(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.compare:
+        return _compare(args)
+    if args.run_dir is None:
+        raise ConfigError("evaluate needs --run-dir RUN (or --compare RUN_A RUN_B)")
     from hpml import distributed
     from hpml.evaluate import evaluate
 
@@ -124,10 +128,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from hpml.compare import CompareError, compare, markdown, write
+
+    run_a, run_b = args.compare
+    cfg = load_config(run_a / "config.yaml" if (run_a / "config.yaml").is_file() else args.config, args.overrides)
+    split = args.split or cfg.eval.split
+    try:
+        result = compare(run_a, run_b, split, cfg.eval.bootstrap_resamples, cfg.eval.bootstrap_seed)
+    except CompareError as exc:
+        raise ConfigError(f"evaluate --compare: {exc}") from None
+    print(markdown(result), end="")
+    if args.out:
+        write(result, args.out)
+        print(f"written: {args.out / 'compare.json'}, {args.out / 'compare.md'}")
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from hpml.predict import predict
 
-    return predict(args.run_dir, args.files, args.checkpoint, args.csv)
+    explain = args.explain_dir if args.explain else None
+    return predict(args.run_dir, args.files, args.checkpoint, args.csv, explain, args.explain_target)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -102,6 +102,9 @@ class EvalConfig:
     split: Literal["val", "test"] = "val"
     checkpoint: str = "best"  # best | last | a path
     batch_size: int = field(default=16, metadata=_range(1, 65_536))
+    bootstrap_resamples: int = field(default=2000, metadata=_range(0, 1_000_000))  # by patient
+    bootstrap_seed: int = 0
+    calibration_bins: int = field(default=10, metadata=_range(2, 1000))
 
 
 @dataclass

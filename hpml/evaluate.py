@@ -1,26 +1,30 @@
 """`hpml evaluate`: exact metrics over a whole split, every image counted once across ranks.
 
 Each rank predicts its share of the split's shards (all of them, no dropped remainder), the
-3x3 confusion matrices are summed with an allreduce, and the metrics come from that sum.
-Rank 0 writes RUN/eval/<split>/: metrics.json, report.md, confusion_matrix.png,
-predictions.csv, and RUN/curves.png from history.csv.
+3x3 confusion matrices are summed with an allreduce, and the metrics come from that sum. The
+per-image predictions (float32 probabilities, exact) are gathered from all ranks; intervals,
+ROC/PR curves and calibration are computed from them, after checking that they reproduce the
+summed matrix. Rank 0 writes RUN/eval/<split>/: metrics.json, report.md, confusion_matrix.png,
+roc_pr.png, reliability.png, curves.json, predictions.csv, and RUN/curves.png from history.csv.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
-from hpml import distributed
+from hpml import calibration, curves, distributed, intervals
 from hpml.checkpoints import load_trained
-from hpml.config import CLASSES
+from hpml.config import CLASSES, EvalConfig
 from hpml.data import eval_dataset
 from hpml.metrics import confusion, from_confusion
-from hpml.records import MANIFEST, write_json_atomic
+from hpml.plots import plot_reliability, plot_roc_pr
+from hpml.records import MANIFEST, write_json_atomic, write_text_atomic
 from hpml.report import markdown, plot_confusion, plot_curves
 
 log = logging.getLogger(__name__)
@@ -37,30 +41,57 @@ def evaluate(run_dir: Path, split: str | None, which: str, shards: Path | None, 
         labels.extend(y.numpy().tolist())
         predicted.extend(probs.argmax(1).tolist())
         for i in range(len(probs)):
-            rows.append([meta["source"][i].numpy().decode(), meta["filename"][i].numpy().decode(),
-                         meta["patient"][i].numpy().decode(), CLASSES[int(y[i])], CLASSES[int(probs[i].argmax())],
-                         *(f"{p:.6f}" for p in probs[i])])  # fmt: skip
+            rows.append((meta["source"][i].numpy().decode(), meta["filename"][i].numpy().decode(),
+                         meta["patient"][i].numpy().decode(), int(y[i]), *map(float, probs[i])))  # fmt: skip
     cm = distributed.allreduce_sum(confusion(np.array(labels, int), np.array(predicted, int)), "confusion")
-    all_rows = distributed.gather_objects(rows, "predictions")
+    all_rows = sorted(r for part in distributed.gather_objects(rows, "predictions") for r in part)
     metrics = from_confusion(cm)
     metrics.update(split=split, checkpoint=description, ranks=world.size,
                    manifest_sha256=hashlib.sha256((shard_dir / MANIFEST).read_bytes()).hexdigest())  # fmt: skip
+    found = uncertainty(all_rows, cm, cfg.eval)  # every rank: identical (seeded), and cheap
+    metrics.update({k: v for k, v in found.items() if k != "curves"})
     if world.is_root:
-        _write(run_dir, split, metrics, sorted(r for part in all_rows for r in part))
+        _write(run_dir, split, metrics, all_rows, found["curves"])
     return metrics
 
 
-def _write(run_dir: Path, split: str, metrics: dict, rows: list) -> None:
+def uncertainty(rows: list, cm: np.ndarray, settings: EvalConfig) -> dict:
+    """Intervals, ROC/PR curves and calibration from the gathered per-image predictions."""
+    labels = np.array([r[3] for r in rows], int)
+    probs = np.array([r[4:] for r in rows], float).reshape(-1, len(CLASSES))
+    predicted = probs.argmax(1)
+    if not np.array_equal(confusion(labels, predicted), np.asarray(cm)):  # the gathered rows ARE the counted ones
+        raise RuntimeError("gathered predictions do not reproduce the allreduced confusion matrix")
+    patients = [(r[0], r[2]) for r in rows]  # patient ids are only unique within a source
+    found = curves.one_vs_rest(labels, probs)
+    return {
+        "intervals": intervals.per_class(cm),
+        "bootstrap": intervals.bootstrap(
+            labels, predicted, patients, settings.bootstrap_resamples, settings.bootstrap_seed
+        ),  # fmt: skip
+        "areas": curves.areas(found),
+        "calibration": calibration.reliability(labels, probs, settings.calibration_bins),
+        "curves": found,
+    }
+
+
+def _write(run_dir: Path, split: str, metrics: dict, rows: list, found: dict) -> None:
     out = run_dir / "eval" / split
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "metrics.json", metrics)
-    (out / "report.md").write_text(markdown(metrics, split, metrics["checkpoint"]))
+    report = markdown(metrics, split, metrics["checkpoint"])
     plot_confusion(metrics["confusion_matrix"], out / "confusion_matrix.png", f"{split} split")
+    plot_roc_pr(found, out / "roc_pr.png", f"{split} split, {metrics['count']} images")
+    plot_reliability(metrics["calibration"], out / "reliability.png", f"Reliability, {split} split")
+    write_text_atomic(out / "curves.json", json.dumps(found) + "\n")
     with (out / "predictions.csv").open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["source", "file", "patient", "label", "predicted", *(f"p_{c}" for c in CLASSES)])
-        writer.writerows(rows)
+        # %.9g: a float32 probability round-trips exactly, so the file reproduces the curves.
+        writer.writerows([*r[:3], CLASSES[r[3]], CLASSES[int(np.argmax(r[4:]))], *(f"{p:.9g}" for p in r[4:])]
+                         for r in rows)  # fmt: skip
+    write_text_atomic(out / "report.md", report)
+    write_json_atomic(out / "metrics.json", metrics)  # last: its presence means the rest is complete
     plot_curves(run_dir / "history.csv", run_dir / "curves.png")
     log.info("wrote %s (%d images)", out, metrics["count"])
-    print(markdown(metrics, split, metrics["checkpoint"]))
-    print(f"report: {out / 'report.md'}; metrics: {out / 'metrics.json'}")
+    print(report)
+    print(f"report: {out / 'report.md'}; metrics: {out / 'metrics.json'}; curves: {out / 'roc_pr.png'}")

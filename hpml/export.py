@@ -1,10 +1,12 @@
-"""`hpml export`: a SavedModel and a Keras file, with the preprocessing contract beside them."""
+"""`hpml export`: a SavedModel and a Keras file, with the preprocessing contract and the model
+card (hpml.modelcard: data, split policy, metrics with intervals, intended use) beside them."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from hpml import modelcard
 from hpml.checkpoints import load_trained
 from hpml.config import CLASSES
 
@@ -27,4 +29,5 @@ def export(run_dir: Path, which: str = "best", out: Path | None = None) -> Path:
         "model": {"backbone": cfg.model.backbone, "head": cfg.model.head},
     }  # fmt: skip
     (out / "preprocessing.json").write_text(json.dumps(contract, indent=1) + "\n")
+    modelcard.write(run_dir, cfg, description, out)
     return out

@@ -3,6 +3,8 @@
 A file takes exactly the path its pixels took into the shards: hpml.imaging decode and crop
 policy, the record encoding (JPEG at the configured quality, or PNG), then the same decode
 as the training pipeline. So the model sees, bit for bit, the input it was trained on.
+With `explain_dir`, a Grad-CAM overlay (hpml.gradcam) of each file is written there, computed
+on that same model input. Exits 1 when no file could be classified.
 """
 
 from __future__ import annotations
@@ -46,7 +48,38 @@ def expand(targets: list[Path]) -> list[Path]:
     return files
 
 
-def predict(run_dir: Path, targets: list[Path], which: str = "best", csv_path: Path | None = None) -> int:
+def explain_names(files: list[Path]) -> list[str]:
+    """One PNG name per file, unique even when two folders hold the same file name."""
+    names, seen = [], set()
+    for path in files:
+        name, n = f"{path.stem}.gradcam.png", 1
+        while name in seen:
+            n += 1
+            name = f"{path.stem}-{n}.gradcam.png"
+        seen.add(name)
+        names.append(name)
+    return names
+
+
+def write_explanations(
+    model, cfg: Config, files: list[Path], inputs: np.ndarray, out: Path, target: str = "vs-normal"
+) -> list[Path]:
+    from hpml.gradcam import gradcam, overlay
+
+    out.mkdir(parents=True, exist_ok=True)
+    maps, used, probs = gradcam(model, inputs, batch=cfg.eval.batch_size, target=target)
+    written = []
+    for path, name, image, heat, c, p in zip(files, explain_names(files), inputs, maps, used, probs, strict=True):
+        title = f"{path.name}: {CLASSES[c]} (p = {p[c]:.3f}); Grad-CAM target {target}"
+        if not heat.any():
+            title += " - flat map: no positive evidence"
+        overlay(image, heat, out / name, title, footer="research software, not a diagnosis")
+        written.append(out / name)
+    return written
+
+
+def predict(run_dir: Path, targets: list[Path], which: str = "best", csv_path: Path | None = None,
+            explain_dir: Path | None = None, explain_target: str = "vs-normal") -> int:  # fmt: skip
     cfg, model, description = load_trained(run_dir, which)
     files = expand(targets)
     inputs, kept, failed = [], [], []
@@ -71,7 +104,14 @@ def predict(run_dir: Path, targets: list[Path], which: str = "best", csv_path: P
             writer.writerows([str(f), CLASSES[int(p.argmax())], *(f"{v:.6f}" for v in p), ""]
                              for f, p in zip(kept, probs, strict=True))  # fmt: skip
             writer.writerows([str(f), "", "", "", "", reason] for f, reason in failed)
+    if explain_dir and kept:
+        written = write_explanations(model, cfg, kept, np.stack(inputs), explain_dir, explain_target)
+        print(f"Grad-CAM overlays: {len(written)} PNG files in {explain_dir}")
     print(f"model: {description}; {len(kept)} predicted, {len(failed)} unreadable")
     print(DISCLAIMER)
     sys.stdout.flush()
-    return 0 if kept or not files else 1
+    if not kept:
+        # Nothing classified (no files found, or none readable) is a failure a job script must see.
+        print(f"hpml predict: no file could be classified ({len(files)} found)", file=sys.stderr)
+        return 1
+    return 0

@@ -42,9 +42,44 @@ def markdown(metrics: dict, split: str, checkpoint: str) -> str:
                 ]
             ],
         ),  # fmt: skip
+        *uncertainty(metrics),
         "_Research use only; not for clinical diagnosis._",
     ]
     return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def _ci(interval) -> str:
+    return "n/a" if not interval else f"{100 * interval[0]:.1f}–{100 * interval[1]:.1f}"
+
+
+def uncertainty(metrics: dict) -> list[str]:
+    """The sections beside the seed tables: intervals, areas, calibration (when computed)."""
+    iv, bs, areas, cal = (metrics.get(k) for k in ("intervals", "bootstrap", "areas", "calibration"))
+    if not iv or not metrics["count"]:
+        return []
+    auc = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+    rows = [[f"**{NAMES[c]}**", str(n), f"{100 * metrics['sensitivity'][c]:.1f}", _ci(iv["sensitivity"][c]),
+             f"{100 * metrics['ppv'][c]:.1f}", _ci(iv["ppv"][c]), auc(areas["roc_auc"][c]),
+             auc(areas["average_precision"][c])] for c, n in zip(CLASSES, metrics["support"], strict=True)]  # fmt: skip
+    level = f"{100 * iv['level']:.0f} %"
+    overall = [[name, f"{100 * metrics[key]:.1f}", _ci(bs.get(key))] for name, key in
+               (("Accuracy", "accuracy"), ("Macro precision", "macro_precision"), ("Macro recall", "macro_recall"),
+                ("Macro F1", "macro_f1"))]  # fmt: skip
+    return [
+        f"### Per class with {level} intervals ({iv['method']})",
+        _table(
+            ["", "n", "Sensitivity (%)", f"{level} CI", "PPV (%)", f"{level} CI", "ROC AUC", "Average precision"], rows
+        ),  # fmt: skip
+        f"### Overall with {level} intervals ({bs['method']}: {bs['resamples']} resamples of "
+        f"{bs['patients']} patients, seed {bs['seed']})",
+        _table(["", "%", f"{level} CI"], overall),
+        f"Macro ROC AUC {auc(areas['macro_roc_auc'])}, macro average precision "
+        f"{auc(areas['macro_average_precision'])} ({areas['definition']}).",
+        f"### Calibration\n\nExpected calibration error **{cal['ece']:.3f}** (worst bin {cal['mce']:.3f}; "
+        f"mean confidence {100 * cal['mean_confidence']:.1f} % vs accuracy {100 * cal['accuracy']:.1f} %; "
+        f"{cal['definition']}, {cal['bins']} bins).",
+        "![ROC and precision-recall curves](roc_pr.png)\n\n![Reliability diagram](reliability.png)",
+    ]
 
 
 def plot_confusion(cm: list[list[int]], path: Path, title: str) -> None:

@@ -54,3 +54,22 @@ def hpml(*args: str, np: int = 0, timeout: float = 600, check: bool = True, **kw
     if check and proc.returncode != 0:
         raise AssertionError(f"{cmd} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> Path:
+    """A model trained by the real pipeline on the demo's synthetic data, shared by the evaluation
+    and Grad-CAM tests: synth -> covidx build -> mpirun -np 2 preprocess -> mpirun -np 2 train.
+    Returns the root holding raw/, split/, shards/ and run/."""
+    from preprocess.covidx import BuildOptions, build
+
+    root = tmp_path_factory.mktemp("demo-run")
+    demo = REPO / "configs" / "demo.yaml"
+    hpml("synth", "--out", root / "raw", "--per-class", "80", "--seed", "4")
+    # 31 test images: not a multiple of ranks x batch, so a dropped remainder would show.
+    build(sorted((root / "raw").iterdir()), root / "split",
+          BuildOptions(seed=1, test_per_class={"normal": 10, "pneumonia": 10, "COVID-19": 11}))  # fmt: skip
+    hpml("preprocess", "--config", demo, "--split-dir", root / "split", "--out", root / "shards", np=2)
+    hpml("train", "--config", demo, "--shards", root / "shards", "--run-dir", root / "run",
+         "--set", "train.epochs=6", "--set", "train.steps_per_epoch=30", np=2)  # fmt: skip
+    return root
