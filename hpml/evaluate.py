@@ -17,42 +17,59 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 
 from hpml import calibration, curves, distributed, intervals
 from hpml.checkpoints import load_trained
 from hpml.config import CLASSES, EvalConfig
-from hpml.data import eval_dataset
+from hpml.data import eval_dataset, shard_files
+from hpml.failure import at, phase
 from hpml.metrics import confusion, from_confusion
 from hpml.plots import plot_reliability, plot_roc_pr
 from hpml.records import MANIFEST, write_json_atomic, write_text_atomic
 from hpml.report import markdown, plot_confusion, plot_curves
+from hpml.shard_check import explain_data_error
 
 log = logging.getLogger(__name__)
 
 
 def evaluate(run_dir: Path, split: str | None, which: str, shards: Path | None, overrides=()) -> dict:
     world = distributed.init()
-    cfg, model, description = load_trained(run_dir, which, overrides)
-    split = split or cfg.eval.split
-    shard_dir = Path(shards or cfg.data.shards)
-    rows, labels, predicted = [], [], []
-    for images, y, meta in eval_dataset(shard_dir, split, cfg, cfg.eval.batch_size, world, with_meta=True):
-        probs = model(images, training=False).numpy()
-        labels.extend(y.numpy().tolist())
-        predicted.extend(probs.argmax(1).tolist())
-        for i in range(len(probs)):
-            rows.append((meta["source"][i].numpy().decode(), meta["filename"][i].numpy().decode(),
-                         meta["patient"][i].numpy().decode(), int(y[i]), *map(float, probs[i])))  # fmt: skip
-    cm = distributed.allreduce_sum(confusion(np.array(labels, int), np.array(predicted, int)), "confusion")
-    all_rows = sorted(r for part in distributed.gather_objects(rows, "predictions") for r in part)
+    with phase("load"):
+        cfg, model, description = load_trained(run_dir, which, overrides)
+        split = split or cfg.eval.split
+        shard_dir = Path(shards or cfg.data.shards)
+    with phase("predict"):
+        rows, labels, predicted = _predict(model, shard_dir, split, cfg, world)
+    with phase("gather"):
+        cm = distributed.allreduce_sum(confusion(np.array(labels, int), np.array(predicted, int)), "confusion")
+        all_rows = sorted(r for part in distributed.gather_objects(rows, "predictions") for r in part)
     metrics = from_confusion(cm)
     metrics.update(split=split, checkpoint=description, ranks=world.size,
                    manifest_sha256=hashlib.sha256((shard_dir / MANIFEST).read_bytes()).hexdigest())  # fmt: skip
     found = uncertainty(all_rows, cm, cfg.eval)  # every rank: identical (seeded), and cheap
     metrics.update({k: v for k, v in found.items() if k != "curves"})
     if world.is_root:
-        _write(run_dir, split, metrics, all_rows, found["curves"])
+        with phase("report"):
+            _write(run_dir, split, metrics, all_rows, found["curves"])
     return metrics
+
+
+def _predict(model, shard_dir: Path, split: str, cfg, world) -> tuple[list, list, list]:
+    """This rank's share of the split: (rows, labels, predicted classes)."""
+    rows, labels, predicted = [], [], []
+    try:
+        for images, y, meta in eval_dataset(shard_dir, split, cfg, cfg.eval.batch_size, world, with_meta=True):
+            at("predict_batch")
+            probs = model(images, training=False).numpy()
+            labels.extend(y.numpy().tolist())
+            predicted.extend(probs.argmax(1).tolist())
+            for i in range(len(probs)):
+                rows.append((meta["source"][i].numpy().decode(), meta["filename"][i].numpy().decode(),
+                             meta["patient"][i].numpy().decode(), int(y[i]), *map(float, probs[i])))  # fmt: skip
+    except (tf.errors.DataLossError, tf.errors.NotFoundError) as exc:
+        raise explain_data_error(exc, shard_files(shard_dir, split)[world.rank :: world.size], shard_dir) from None
+    return rows, labels, predicted
 
 
 def uncertainty(rows: list, cm: np.ndarray, settings: EvalConfig) -> dict:

@@ -31,11 +31,14 @@ PREPROCESS_PHASES = [("read_split", 0), ("plan", 0), ("share", 0), ("share", 1),
 TRAIN_PHASES = [("startup", 0), ("plan", 0), ("plan", 1), ("verify", 0), ("verify", 1), ("build", 0), ("build", 1),
                 ("restore", 0), ("restore", 1), ("step@3", 0), ("step@3", 1), ("validate", 0), ("validate", 1),
                 ("checkpoint_write", 0)]  # fmt: skip
+EVALUATE_PHASES = [("load", 0), ("load", 1), ("predict", 0), ("predict", 1), ("predict_batch", 1), ("gather", 0),
+                   ("gather", 1), ("report", 0)]  # fmt: skip
 PRE_SETS = ["--set", "data.image_size=32", "--set", "preprocess.shard_mb=0.003"]
 TRAIN_SETS = [*SMALL, "train.epochs=2"]
 RESULTS = {"faults": 0, "hangs": 0, "half_written": 0, "reruns_completed": 0}
 # Injection points inside a phase (hpml.failure.at) are reported under the phase they are in.
-ENCLOSING = {"encode": "write", "shard_close": "write", "step": "fit", "checkpoint_write": "checkpoint"}
+ENCLOSING = {"encode": "write", "shard_close": "write", "step": "fit", "checkpoint_write": "checkpoint",
+             "predict_batch": "predict"}  # fmt: skip
 
 
 def _check_failed(code: int, seconds: float, log: str, phase: str, rank: int, kind: str) -> None:
@@ -108,10 +111,43 @@ def train_shards(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def clean_digest(train_shards, tmp_path_factory):
-    code, log = run(train_cmd(train_shards, tmp_path_factory.mktemp("clean-train") / "run", *TRAIN_SETS))
+def clean_run(train_shards, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("clean-train") / "run"
+    code, log = run(train_cmd(train_shards, run_dir, *TRAIN_SETS))
     assert code == 0, log
-    return digests(log)["0"]
+    return run_dir, digests(log)["0"]
+
+
+@pytest.fixture(scope="module")
+def clean_digest(clean_run):
+    return clean_run[1]
+
+
+@pytest.fixture(scope="module")
+def clean_metrics(clean_run):
+    hpml("evaluate", "--run-dir", clean_run[0], "--split", "val", np=2)
+    return json.loads((clean_run[0] / "eval" / "val" / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("kind", ["raise", "kill"])
+@pytest.mark.parametrize("phase, rank", EVALUATE_PHASES, ids=[f"{p}-rank{r}" for p, r in EVALUATE_PHASES])
+def test_evaluate_fault(clean_run, clean_metrics, tmp_path, phase, rank, kind):
+    run_dir = tmp_path / "run"
+    shutil.copytree(clean_run[0], run_dir, ignore=shutil.ignore_patterns("eval"))
+    args = ["evaluate", "--run-dir", run_dir, "--split", "val"]
+    start = time.monotonic()
+    proc = hpml(*args, np=2, check=False, timeout=BOUND_S + 60, env={"HPML_FAULT": f"{phase}:{rank}:{kind}"})
+    _check_failed(proc.returncode, time.monotonic() - start, proc.stdout + proc.stderr, phase, rank, kind)
+    out = run_dir / "eval" / "val"
+    whole = not (out / "metrics.json").exists()  # written last: if it is there, the report is complete
+    RESULTS["half_written"] += not whole
+    assert whole
+    hpml(*args, np=2)
+    again = json.loads((out / "metrics.json").read_text())
+    assert {k: v for k, v in again.items() if k != "checkpoint"} == {
+        k: v for k, v in clean_metrics.items() if k != "checkpoint"
+    }  # fmt: skip
+    RESULTS["reruns_completed"] += 1
 
 
 @pytest.mark.parametrize("kind", ["raise", "kill"])
