@@ -50,7 +50,7 @@ def weights_digest(model: tf.keras.Model) -> str:
 
 
 def append_history(path: Path, row: dict, resumed_epoch: int | None = None) -> None:
-    """Add the epoch's row; on the first epoch after a resume, drop rows of epochs redone."""
+    """Add the epoch's row; on an attempt's first epoch, drop rows of the epochs it redoes."""
     rows = []
     if path.is_file():
         with path.open() as fh:

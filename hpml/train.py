@@ -161,7 +161,9 @@ def _train(cfg: Config, shard_dir: Path, run_dir: Path, restart: bool, world: Wo
     with phase("restore"):
         state = resume(model, run_dir, cfg, world, plan.steps, lr)
     fp = checkpoints.fingerprint(cfg, model)
-    resumed_epoch = state.epoch if state.global_step else None
+    # The first row this attempt writes replaces any row of that epoch or later: a previous attempt may
+    # have written them before a checkpoint that did not survive (or before --restart set it aside).
+    resumed_epoch: int | None = state.epoch
     progress = StepProgress(world)
     callbacks = [*distributed.keras_callbacks(), Warmup(t.lr, lr, int(t.warmup_epochs * plan.steps), state.global_step),
                  preemption, progress]  # fmt: skip

@@ -6,7 +6,9 @@ import tensorflow as tf
 from conftest import REPO, hpml
 
 from hpml.config import AugmentConfig, load_config
-from hpml.data import augment, eval_dataset, train_dataset
+from hpml.data import augment, eval_dataset, train_dataset, train_shard_labels
+from hpml.epoch_plan import TrainPlan
+from hpml.records import load_manifest
 from hpml.world import World
 from preprocess.covidx import build
 
@@ -26,19 +28,25 @@ def cfg(*overrides):
     return load_config(REPO / "configs/demo.yaml", ["train.batch_size=4", *overrides])
 
 
+def stream(shards, c, world, epoch, start_step, steps):
+    c.train.steps_per_epoch = steps
+    plan = TrainPlan(train_shard_labels(shards, load_manifest(shards)), c.train, world)
+    return train_dataset(plan, c, epoch, start_step)
+
+
 def batches(ds):
     return [(x.numpy(), y.numpy()) for x, y in ds]
 
 
 def test_stream_is_deterministic_and_resumes_mid_epoch(shards):
     c = cfg()
-    full = batches(train_dataset(shards, c, World(), epoch=1, start_step=0, steps=6))
-    again = batches(train_dataset(shards, c, World(), epoch=1, start_step=0, steps=6))
-    tail = batches(train_dataset(shards, c, World(), epoch=1, start_step=4, steps=6))
+    full = batches(stream(shards, c, World(), 1, 0, 6))
+    again = batches(stream(shards, c, World(), 1, 0, 6))
+    tail = batches(stream(shards, c, World(), 1, 4, 6))
     assert len(full) == 6 and len(tail) == 2
     assert all((a[0] == b[0]).all() and (a[1] == b[1]).all() for a, b in zip(full, again, strict=True))
     assert all((a[0] == b[0]).all() for a, b in zip(full[4:], tail, strict=True))  # same records, same augmentation
-    other_epoch = batches(train_dataset(shards, c, World(), epoch=2, start_step=0, steps=6))
+    other_epoch = batches(stream(shards, c, World(), 2, 0, 6))
     assert any((a[1] != b[1]).any() for a, b in zip(full, other_epoch, strict=True))
     x, _ = full[0]
     assert x.dtype == np.uint8 and x.shape == (4, 64, 64, 1)
@@ -49,7 +57,7 @@ def test_ranks_read_disjoint_files_and_run_equal_steps(shards):
             "train.augment.zoom=0", "train.augment.brightness=0")  # fmt: skip
     seen = []
     for rank in (0, 1):
-        ds = train_dataset(shards, c, World(rank, 2, rank), epoch=0, start_step=0, steps=3)
+        ds = stream(shards, c, World(rank, 2, rank), 0, 0, 3)
         got = batches(ds)
         assert len(got) == 3
         seen.append({x.tobytes() for b in got for x in b[0]})

@@ -106,7 +106,7 @@ def test_preprocess_fault(split, clean_manifest, tmp_path, phase, rank, kind):
 def train_shards(tmp_path_factory):
     out = tmp_path_factory.mktemp("fault-train")
     write_shards(out, {"train-00000-00000.tfrecord": [0, 1, 2] * 8, "train-00001-00000.tfrecord": [2, 1] * 6,
-                       "val-00000-00000.tfrecord": [0, 1, 2]})  # fmt: skip
+                       "val-00000-00000.tfrecord": [0, 1, 2], "val-00001-00000.tfrecord": [2, 0]})  # fmt: skip
     return out
 
 
