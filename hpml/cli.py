@@ -127,7 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--cluster", help="profile name in configs/clusters/ or a YAML path (default: cluster.profile)")
     sb.add_argument("--run-dir", type=Path, required=True, help="run folder; job scripts and logs go to RUN/slurm")
     sb.add_argument("--split", default="val", choices=["val", "test"], help="split for the evaluate job")
-    sb.add_argument("--dry-run", action="store_true", help="render and print, submit nothing")
+    sb.add_argument("--dry-run", action="store_true", help="print the scripts and sbatch lines, submit nothing")
+    sb.add_argument("--mail-user", help="mail job events to this address (overrides the profile)")
+    sb.add_argument("--mail-type", help="SLURM mail events, e.g. END,FAIL (overrides the profile)")
     sb.set_defaults(func=commands.cmd_submit)
 
     bench = sub.add_parser("bench", help="measure throughput (prints images/s and ratios)")
@@ -172,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from hpml.records import ManifestError
-    from hpml.slurm import SubmitError
+    from hpml.submit import SubmitError
     from preprocess.csvio import SourceError
     from preprocess.run import PreprocessError
 

@@ -89,13 +89,22 @@ def cmd_bench_preprocess(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from hpml import preemption
+
+    preemption.install_handlers()  # before TensorFlow's import: an early USR1/TERM is kept, not fatal
+    from dataclasses import replace
+
+    from hpml import placement
+
+    cfg = load_config(args.config, args.overrides)  # fail fast, before TensorFlow's import
+    cfg = replace(cfg, data=replace(cfg.data, stage_dir=placement.expand_stage_dir(cfg.data.stage_dir)))
+    shards = args.shards or _required(cfg.data.shards, "--shards", "data.shards")
     from hpml import distributed
     from hpml.train import train
 
-    cfg = load_config(args.config, args.overrides)
-    shards = args.shards or _required(cfg.data.shards, "--shards", "data.shards")
     world = distributed.init()
     setup_logging(world, logging.DEBUG if args.verbose else logging.INFO)
+    logging.getLogger("hpml.placement").info(placement.report())
     return train(cfg, Path(shards), args.run_dir)
 
 
@@ -140,15 +149,39 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from hpml.cluster import load_profile
-    from hpml.slurm import plan, submit
+    from dataclasses import replace
+
+    from hpml.cluster import check_profile, load_profile
+    from hpml.submit import plan, record, submit
 
     cfg = load_config(args.config, args.overrides)  # a bad config fails here, not in the queue
     profile = load_profile(args.cluster or cfg.cluster.profile)
+    _check_inputs(cfg, args.what)
+    if args.mail_user or args.mail_type:
+        profile = replace(profile, mail_user=args.mail_user or profile.mail_user,
+                          mail_type=args.mail_type or profile.mail_type)  # fmt: skip
+        check_profile(profile, "--mail-user/--mail-type")
     jobs = plan(args.what, cfg, profile, args.run_dir, args.split)
-    submit(jobs, dry_run=args.dry_run)
+    ids = submit(jobs, dry_run=args.dry_run)
+    if ids:
+        record(args.run_dir.resolve() / "slurm", ids)
     print(f"scripts, resolved config and job logs: {args.run_dir / 'slurm'}")
     return 0
+
+
+def _check_inputs(cfg, what: str) -> None:
+    """What a queued job would only discover after waiting for its nodes."""
+    if what == "train":
+        shards = Path(_required(cfg.data.shards, "--set data.shards=DIR", "data.shards"))
+        if not (shards / "manifest.json").is_file():
+            raise ConfigError(f"data.shards: {shards}/manifest.json not found (preprocess first, or submit `pipeline`)")
+    if what in ("pipeline", "preprocess"):
+        split_dir = Path(_required(cfg.data.split_dir, "--set data.split_dir=DIR", "data.split_dir"))
+        _required(cfg.data.shards, "--set data.shards=DIR", "data.shards")
+        if not (split_dir / "train.txt").is_file():
+            raise ConfigError(f"data.split_dir: {split_dir}/train.txt not found (hpml covidx build first)")
+    if cfg.model.weights and not Path(cfg.model.weights).is_file():
+        raise ConfigError(f"model.weights: {cfg.model.weights} not found")
 
 
 def cmd_bench_scaling(args: argparse.Namespace) -> int:

@@ -25,7 +25,7 @@ from hpml.config import CLASSES, Config, save_config
 from hpml.data import eval_dataset, split_count, stage, train_dataset
 from hpml.logs import Progress
 from hpml.models import build_model, parameter_counts
-from hpml.preemption import MARKER, REQUEUE_EXIT_CODE, Preemption
+from hpml.preemption import REQUEUE_EXIT_CODE, Preemption, clear_marker, install_handlers, write_marker
 from hpml.rundir import write_versions
 from hpml.world import World
 
@@ -143,6 +143,7 @@ def _record_epoch(run_dir: Path, writer, row: dict, state: TrainState, resumed_e
 
 
 def train(cfg: Config, shard_dir: Path, run_dir: Path) -> int:
+    install_handlers()  # first: a preemption signal during start-up (staging, model build) is kept, not fatal
     world = distributed.init()
     # The run records where its data really came from: evaluation reads the same shards.
     cfg = replace(cfg, data=replace(cfg.data, shards=str(Path(shard_dir).resolve())))
@@ -150,7 +151,7 @@ def train(cfg: Config, shard_dir: Path, run_dir: Path) -> int:
     ckpt_dir = run_dir / "checkpoints"
     if world.is_root:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / MARKER).unlink(missing_ok=True)  # this run is the resumption
+        clear_marker(run_dir)  # this run is the resumption
         save_config(cfg, run_dir / "config.yaml")
         write_versions(run_dir / "versions.json")
     if cfg.data.stage_dir:
@@ -188,7 +189,7 @@ def train(cfg: Config, shard_dir: Path, run_dir: Path) -> int:
             state.step_in_epoch += preemption.steps_done
             if world.is_root:
                 checkpoints.save(model, ckpt_dir, state)
-                (run_dir / MARKER).write_text(f"epoch {state.epoch} step {state.step_in_epoch}\n")
+                write_marker(run_dir, state.epoch, state.step_in_epoch)  # names this job + restart count
                 log.warning("preempted at epoch %d step %d: checkpoint saved; exit %d = requeue me",
                             state.epoch, state.step_in_epoch, REQUEUE_EXIT_CODE)  # fmt: skip
             distributed.barrier()
