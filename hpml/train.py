@@ -27,6 +27,7 @@ from hpml.logs import Progress
 from hpml.models import build_model, parameter_counts
 from hpml.preemption import REQUEUE_EXIT_CODE, Preemption, clear_marker, install_handlers, write_marker
 from hpml.rundir import write_versions
+from hpml.status import StatusWriter
 from hpml.world import World
 
 log = logging.getLogger(__name__)
@@ -169,10 +170,11 @@ def train(cfg: Config, shard_dir: Path, run_dir: Path) -> int:
     state = checkpoints.restore(model, ckpt_dir) or TrainState()
     distributed.broadcast_weights(model)
     resumed_epoch = state.epoch if state.global_step else None
+    status = StatusWriter(run_dir, world, state, t.epochs, steps, t.batch_size * world.size)  # RUN/status.json
     preemption = Preemption().install()
     warmup = Warmup(t.lr, lr, int(t.warmup_epochs * steps), state.global_step)
     progress = StepProgress(world)
-    callbacks = [*distributed.keras_callbacks(), warmup, preemption, progress]
+    callbacks = [*distributed.keras_callbacks(), warmup, preemption, progress, status.callback()]
     class_weight = {i: t.class_weights[c] for i, c in enumerate(CLASSES)}
     if len(set(class_weight.values())) == 1:
         class_weight = None
@@ -204,6 +206,7 @@ def train(cfg: Config, shard_dir: Path, run_dir: Path) -> int:
         state.epoch, state.step_in_epoch = state.epoch + 1, 0
         if world.is_root:
             _record_epoch(run_dir, writer, row, state, resumed_epoch, t.epochs)
+            status.epoch_end(row)
             resumed_epoch = None
             if improved:
                 checkpoints.save_weights_atomic(model, ckpt_dir / "best.h5")

@@ -110,6 +110,12 @@ def test_pipeline_places_ranks_on_their_cores_and_stages_once_per_node(cluster, 
     assert (run / "history.csv").is_file() and (run / "checkpoints" / "best.h5").is_file()
     digests = {line.split()[-1] for line in log.splitlines() if "weights sha256" in line}
     assert len(digests) == 1  # both nodes' ranks end with the same weights
+    # hpml status: SLURM's view (scontrol: this cluster keeps no accounting) and the run's own
+    doc = json.loads(hpml("status", run, "--json", env={"SLURM_CONF": str(cluster.conf)}).stdout)
+    assert [(j["stage"], j["id"], j["state"], j["exit_code"], j["restarts"], j["source"]) for j in doc["jobs"]] == [
+        (stage, ids[stage], "COMPLETED", "0:0", 0, "scontrol") for stage in ids]  # fmt: skip
+    assert doc["jobs"][1]["nodes"] == "n[1-2]" and doc["progress"]["phase"] == "done"
+    assert doc["progress"]["epochs_done"] == 1 and doc["progress"]["job"] == f"job={ids['train']} restart=0"
 
 
 def test_time_limit_signal_from_slurm_checkpoints_requeues_and_resumes(cluster, data, tmp_path):
