@@ -128,7 +128,7 @@ def show(path: Path, as_json: bool = False, watch: float | None = None, stream=s
         if watch and stream.isatty():
             stream.write("\x1b[2J\x1b[H")  # clear the terminal between refreshes
         print(text, file=stream, flush=True)
-        live = [j for j in _jobs_of(doc) if j["state"] != "UNKNOWN" and not slurmq.JobInfo(**j).done]
+        live = [j for j in _jobs_of(doc) if j["state"] not in slurmq.TERMINAL and j["state"] != "UNKNOWN"]
         if not watch or not live:
             return doc
         time.sleep(watch)

@@ -19,7 +19,6 @@ from hpml.jobfiles import jobs_dir, repository
 
 BLOCK = re.compile(r"# >>> profile\n.*?# <<< profile\n", re.S)
 SOURCE_ENV = re.compile(r'^source "\$\{HPML_HOME\}/jobs/hpml-env.sh"\n', re.M)
-GPU_STAGES = ("train", "evaluate", "sweep")  # one rank per GPU; `sweep` is an array of train jobs
 
 
 def directives(stage: str, profile: ClusterProfile, log_dir: Path, array: str | None = None) -> list[str]:

@@ -11,7 +11,7 @@ import json
 import shlex
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from hpml.cluster import ClusterProfile
@@ -31,10 +31,9 @@ class Job:
     script: Path
     args: list[str]
     dependency: str | None = None  # the stage this one runs after (afterok)
-    options: list[str] = field(default_factory=list)
 
     def command(self, dependency_id: str | None = None) -> list[str]:
-        cmd = ["sbatch", "--parsable", *self.options]
+        cmd = ["sbatch", "--parsable"]
         if dependency_id:
             cmd += [f"--dependency=afterok:{dependency_id}", "--kill-on-invalid-dep=yes"]
         return [*cmd, str(self.script), *self.args]
