@@ -6,8 +6,11 @@ does not work with Keras 3, so TensorFlow stays on 2.15.
 """
 
 import os
+import shutil
+from pathlib import Path
 
 from setuptools import setup
+from setuptools.command.build_py import build_py
 
 # CPU by default; GPU nodes and the GPU container install with HPML_TENSORFLOW=gpu, which
 # swaps in the CUDA build of the same TensorFlow (an extra cannot replace tensorflow-cpu).
@@ -16,6 +19,20 @@ TENSORFLOW = {
     "gpu": "tensorflow[and-cuda]==2.15.1",
 }[os.environ.get("HPML_TENSORFLOW", "cpu")]
 HOROVOD = "horovod==0.28.1"
+
+
+class BuildWithJobFiles(build_py):
+    """Ship jobs/ and configs/clusters/ inside the package (hpml/_jobfiles/): `hpml submit`
+    renders them, also where hpml is installed from a wheel without the checkout."""
+
+    def run(self):
+        super().run()
+        here = Path(__file__).resolve().parent
+        target = Path(self.build_lib) / "hpml" / "_jobfiles"
+        for src, dst, pattern in (("jobs", "jobs", "*"), ("configs/clusters", "clusters", "*.yaml")):
+            (target / dst).mkdir(parents=True, exist_ok=True)
+            for path in sorted((here / src).glob(pattern)):
+                shutil.copy2(path, target / dst / path.name)
 
 setup(
     name="hpml",
@@ -51,4 +68,5 @@ setup(
         "dev": ["pytest==8.3.4", "pytest-timeout==2.3.1", "ruff==0.8.6", "spython==0.3.14", "statsmodels==0.15.0"],
     },
     entry_points={"console_scripts": ["hpml=hpml.cli:main"]},
+    cmdclass={"build_py": BuildWithJobFiles},
 )

@@ -156,13 +156,41 @@ def build_parser() -> argparse.ArgumentParser:
     ex.set_defaults(func=commands.cmd_export)
 
     sb = sub.add_parser("submit", parents=[common], help="render jobs/*.sbatch for a cluster and sbatch them")
-    sb.add_argument("what", choices=["preprocess", "train", "evaluate", "pipeline"],
-                    help="one stage, or all three chained with --dependency=afterok")  # fmt: skip
+    sb.add_argument("what", choices=["preprocess", "train", "evaluate", "pipeline", "sweep"],
+                    help="one stage, all three chained with --dependency=afterok, or a sweep (job array)")  # fmt: skip
     sb.add_argument("--cluster", help="profile name in configs/clusters/ or a YAML path (default: cluster.profile)")
     sb.add_argument("--run-dir", type=Path, required=True, help="run folder; job scripts and logs go to RUN/slurm")
     sb.add_argument("--split", default="val", choices=["val", "test"], help="split for the evaluate job")
-    sb.add_argument("--dry-run", action="store_true", help="render and print, submit nothing")
+    sb.add_argument("--dry-run", action="store_true", help="print the scripts and sbatch lines, submit nothing")
+    sb.add_argument("--mail-user", help="mail job events to this address (overrides the profile)")
+    sb.add_argument("--mail-type", help="SLURM mail events, e.g. END,FAIL (overrides the profile)")
+    sg = sb.add_argument_group("sweep (hpml submit sweep)")
+    sg.add_argument("--grid", action="append", default=[], metavar="SECTION.KEY=V1,V2",
+                    help="values to sweep (repeatable; the grid is every combination)")  # fmt: skip
+    sg.add_argument("--sweep", type=Path, metavar="FILE", help="sweep YAML: config, set, grid, parallel")
+    sg.add_argument("--parallel", type=int, metavar="K", help="points running at once (--array=...%%K)")
     sb.set_defaults(func=commands.cmd_submit)
+
+    sw = sub.add_parser("sweep", help="compare the points of a sweep")
+    sw_sub = sw.add_subparsers(dest="action", required=True, metavar="ACTION")
+    sr = sw_sub.add_parser("report", parents=[common], help="table (Markdown + CSV) and learning curves")
+    sr.add_argument("sweep_dir", type=Path, metavar="SWEEP")
+    sr.add_argument("--metric", default="val_accuracy", choices=["val_accuracy", "val_loss", "accuracy", "loss"])
+    sr.add_argument("--out", type=Path, help="default: SWEEP/")
+    sr.set_defaults(func=commands.cmd_sweep_report)
+
+    st = sub.add_parser("status", parents=[common], help="SLURM state and training progress of a run or sweep")
+    st.add_argument("path", type=Path, metavar="RUN|SWEEP")
+    st.add_argument("--json", action="store_true", help="machine-readable")
+    st.add_argument("--watch", type=float, nargs="?", const=30.0, metavar="SECONDS",
+                    help="refresh until every job has ended (default every 30 s)")  # fmt: skip
+    st.set_defaults(func=commands.cmd_status)
+
+    ef = sub.add_parser(
+        "efficiency", parents=[common], help="what a run's jobs used: CPU, memory, GPU (after the fact)"
+    )
+    ef.add_argument("path", type=Path, metavar="RUN|SWEEP")
+    ef.set_defaults(func=commands.cmd_efficiency)
 
     bench = sub.add_parser("bench", help="measure throughput (prints images/s and ratios)")
     bench_sub = bench.add_subparsers(dest="action", required=True, metavar="WHAT")

@@ -93,14 +93,32 @@ def cmd_bench_preprocess(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from hpml import distributed
+    from hpml import preemption
+
+    preemption.install_handlers()  # before TensorFlow's import: an early USR1/TERM is kept, not fatal
+    from dataclasses import replace
+
+    from hpml import distributed, placement, usage
     from hpml.train import train
 
     world = distributed.init()  # first: every later failure then ends all ranks (hpml.failure)
     setup_logging(world, logging.DEBUG if args.verbose else logging.INFO)
     cfg = load_config(args.config, args.overrides)
+    cfg = replace(cfg, data=replace(cfg.data, stage_dir=placement.expand_stage_dir(cfg.data.stage_dir)))
     shards = args.shards or _required(cfg.data.shards, "--shards", "data.shards")
-    return train(cfg, Path(shards), args.run_dir, restart=args.restart)
+    logging.getLogger("hpml.placement").info(placement.report())
+    code = 1
+    try:
+        code = train(cfg, Path(shards), args.run_dir, restart=args.restart)
+        return code
+    finally:  # what this rank used, for `hpml efficiency` and the sweep report (any cluster)
+        usage.record(args.run_dir, world.rank, code, _gpus_in_use())
+
+
+def _gpus_in_use() -> int:
+    import tensorflow as tf
+
+    return len(tf.config.list_logical_devices("GPU"))
 
 
 def cmd_bench_input(args: argparse.Namespace) -> int:
@@ -166,15 +184,107 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from hpml.cluster import load_profile
-    from hpml.slurm import plan, submit
+    from dataclasses import replace
 
+    from hpml.cluster import check_profile, load_profile
+    from hpml.submit import plan, record, submit
+
+    if args.what == "sweep":
+        return _submit_sweep(args)
+    if args.grid or args.sweep or args.parallel:
+        raise ConfigError("--grid, --sweep and --parallel belong to `hpml submit sweep`")
     cfg = load_config(args.config, args.overrides)  # a bad config fails here, not in the queue
     profile = load_profile(args.cluster or cfg.cluster.profile)
+    _check_inputs(cfg, args.what)
+    if args.mail_user or args.mail_type:
+        profile = replace(profile, mail_user=args.mail_user or profile.mail_user,
+                          mail_type=args.mail_type or profile.mail_type)  # fmt: skip
+        check_profile(profile, "--mail-user/--mail-type")
     jobs = plan(args.what, cfg, profile, args.run_dir, args.split)
-    submit(jobs, dry_run=args.dry_run)
+    ids = submit(jobs, dry_run=args.dry_run)
+    if ids:
+        record(args.run_dir.resolve() / "slurm", ids)
     print(f"scripts, resolved config and job logs: {args.run_dir / 'slurm'}")
     return 0
+
+
+def _submit_sweep(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from hpml import sweep
+    from hpml.cluster import check_profile, load_profile
+    from hpml.submit import submit
+
+    spec = sweep.load_spec(args.sweep, args.grid, args.parallel)
+    resolved = sweep.resolve(spec, args.config, args.overrides)  # every point, before anything is queued
+    for _, cfg in resolved:
+        _check_inputs(cfg, "train")
+    profile = load_profile(args.cluster or resolved[0][1].cluster.profile)
+    if args.mail_user or args.mail_type:
+        profile = replace(profile, mail_user=args.mail_user or profile.mail_user,
+                          mail_type=args.mail_type or profile.mail_type)  # fmt: skip
+        check_profile(profile, "--mail-user/--mail-type")
+    job, todo = sweep.plan(spec, args.config, args.overrides, profile, args.run_dir)
+    print(f"sweep {args.run_dir}: {len(resolved)} points")
+    for i, (point, _) in enumerate(resolved):
+        print(f"  p{i:03d}  {sweep.label(point):<40} {'to train' if i in todo else 'finished'}")
+    if job is None:
+        print("every point has finished; nothing to submit")
+        return 0
+    ids = submit([job], dry_run=args.dry_run)
+    if ids:
+        sweep.record_submission(args.run_dir.resolve(), ids["sweep"], todo)
+    print(
+        f"points, scripts and task logs: {args.run_dir} (hpml status {args.run_dir}; hpml sweep report {args.run_dir})"
+    )
+    return 0
+
+
+def cmd_sweep_report(args: argparse.Namespace) -> int:
+    from hpml import slurmq, sweep_report
+
+    table = sweep_report.rows(args.sweep_dir, args.metric, query=slurmq.query)
+    paths = sweep_report.write(args.sweep_dir, table, args.metric, args.out or args.sweep_dir)
+    print(paths[0].read_text(), end="")
+    print("written: " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from hpml import runstatus
+
+    runstatus.show(args.path, as_json=args.json, watch=args.watch)
+    return 0
+
+
+def cmd_efficiency(args: argparse.Namespace) -> int:
+    from hpml import jobstats, runstatus, sweep
+
+    runs = []
+    if (args.path / "sweep.json").is_file():
+        ids = sweep.task_ids(args.path)
+        runs = [(sweep.point_dir(args.path, i), [job]) for i, job in sorted(ids.items())]
+    else:
+        runs = [(args.path, list(runstatus.last_submission(args.path).values()))]
+    for run, jobs in runs:
+        doc = jobstats.efficiency(run, jobs)
+        print(jobstats.summary(run, doc))
+    return 0
+
+
+def _check_inputs(cfg, what: str) -> None:
+    """What a queued job would only discover after waiting for its nodes."""
+    if what == "train":
+        shards = Path(_required(cfg.data.shards, "--set data.shards=DIR", "data.shards"))
+        if not (shards / "manifest.json").is_file():
+            raise ConfigError(f"data.shards: {shards}/manifest.json not found (preprocess first, or submit `pipeline`)")
+    if what in ("pipeline", "preprocess"):
+        split_dir = Path(_required(cfg.data.split_dir, "--set data.split_dir=DIR", "data.split_dir"))
+        _required(cfg.data.shards, "--set data.shards=DIR", "data.shards")
+        if not (split_dir / "train.txt").is_file():
+            raise ConfigError(f"data.split_dir: {split_dir}/train.txt not found (hpml covidx build first)")
+    if cfg.model.weights and not Path(cfg.model.weights).is_file():
+        raise ConfigError(f"model.weights: {cfg.model.weights} not found")
 
 
 def cmd_bench_scaling(args: argparse.Namespace) -> int:

@@ -1,48 +1,31 @@
-"""`hpml submit`: render jobs/*.sbatch for a cluster profile, submit, chain with dependencies.
+"""Render jobs/*.sbatch for a cluster profile.
 
-The scripts in jobs/ are submittable as they are (Snellius defaults). Rendering replaces only
+The scripts in jobs/ are submittable as they are (Snellius defaults). Rendering replaces
 their `# >>> profile` ... `# <<< profile` block with directives and variables from the
-profile; the exact script submitted is kept in RUN/slurm/ next to the resolved config, so a
-run records what ran.
+profile and inlines jobs/hpml-env.sh, so the script kept in RUN/slurm/ is exactly what ran,
+and it runs where hpml is installed from a wheel (no checkout to source files from).
 """
 
 from __future__ import annotations
 
 import re
 import shlex
-import subprocess
-from dataclasses import dataclass
+import sys
 from pathlib import Path
 
 from hpml.cluster import ClusterProfile
-from hpml.config import Config, save_config
-from hpml.failure import UsageError
+from hpml.config import Config
+from hpml.jobfiles import jobs_dir, repository
 
-JOBS = Path(__file__).resolve().parents[1] / "jobs"
 BLOCK = re.compile(r"# >>> profile\n.*?# <<< profile\n", re.S)
+SOURCE_ENV = re.compile(r'^source "\$\{HPML_HOME\}/jobs/hpml-env.sh"\n', re.M)
 
 
-class SubmitError(UsageError, RuntimeError):
-    """sbatch refused a job."""
-
-
-@dataclass
-class Job:
-    stage: str
-    script: Path
-    args: list[str]
-    dependency: str | None = None  # a job id (afterok)
-
-    def command(self, dependency_id: str | None = None) -> list[str]:
-        cmd = ["sbatch", "--parsable"]
-        if dependency_id:
-            cmd.append(f"--dependency=afterok:{dependency_id}")
-        return [*cmd, str(self.script), *self.args]
-
-
-def directives(stage: str, profile: ClusterProfile, log_dir: Path) -> list[str]:
+def directives(stage: str, profile: ClusterProfile, log_dir: Path, array: str | None = None) -> list[str]:
     p = profile
-    lines = [f"--job-name=hpml-{stage}", f"--time={p.time[stage]}", f"--output={log_dir}/%x-%j.out"]
+    limit = p.time["train" if stage == "sweep" else stage]
+    log_name = "%x-%A_%a.out" if array else "%x-%j.out"
+    lines = [f"--job-name=hpml-{stage}", f"--time={limit}", f"--output={log_dir}/{log_name}"]
     if p.account:
         lines.append(f"--account={p.account}")
     if stage == "preprocess":
@@ -50,11 +33,21 @@ def directives(stage: str, profile: ClusterProfile, log_dir: Path) -> list[str]:
                   f"--cpus-per-task={p.cpus_per_preprocess_task}"]  # fmt: skip
     else:
         lines += [f"--partition={p.partition}", f"--nodes={p.nodes}", f"--ntasks-per-node={p.ranks_per_node}",
-                  f"--cpus-per-task={p.cpus_per_gpu}"]  # fmt: skip
+                  f"--cpus-per-task={p.cpus_per_task}"]  # fmt: skip
         if p.gpus_per_node:  # pin by local rank in hpml; --gpus-per-task breaks NCCL peer access
             lines.append(f"--gpus-per-node={p.gpus_per_node}")
-    if stage == "train":
+        if p.exclusive_nodes:  # a multi-node job must not share its nodes' network and memory bandwidth
+            lines.append("--exclusive")
+    if p.constraint:
+        lines.append(f"--constraint={p.constraint}")
+    if stage in ("train", "sweep"):
         lines += [f"--signal=B:USR1@{p.signal_lead_s}", "--requeue", "--open-mode=append"]  # one log across requeues
+    if array:
+        lines.append(f"--array={array}")
+    if p.mail_user:
+        lines.append(f"--mail-user={p.mail_user}")
+    if p.mail_type:
+        lines.append(f"--mail-type={p.mail_type}")
     return [f"#SBATCH {line}" for line in lines]
 
 
@@ -65,58 +58,66 @@ def _shell_value(value: str) -> str:
     return shlex.quote(value)
 
 
-def render(stage: str, profile: ClusterProfile, log_dir: Path) -> str:
-    template = (JOBS / f"{stage}.sbatch").read_text()
-    variables = {
-        "HPML_HOME": str(JOBS.parent),
-        "HPML_MODULES": " ".join(profile.modules),
-        "HPML_CONTAINER": profile.container or "",
-        "HPML_LAUNCHER": profile.launcher,
-        "HPML_MPI": profile.mpi,
+def container_binds(paths: list[str | Path | None]) -> list[str]:
+    """What a job reads and writes, as Apptainer bind sources.
+
+    A path that does not exist yet (shards a preprocess job will write) is bound through its
+    nearest existing parent; symlinks are resolved (a bind of a link binds its target's name).
+    """
+    out: list[str] = []
+    for raw in paths:
+        if not raw or "$" in str(raw):
+            continue
+        path = Path(raw).expanduser().resolve()
+        while not path.exists() and path != path.parent:
+            path = path.parent
+        if str(path) != "/" and str(path) not in out:
+            out.append(str(path))
+    return out
+
+
+def variables(stage: str, profile: ClusterProfile, binds: list[str]) -> dict[str, str]:
+    p = profile
+    repo = repository()
+    values = {
+        "HPML_HOME": str(repo or ""),
+        "HPML_VENV": sys.prefix if sys.prefix != sys.base_prefix else "",  # the environment hpml runs from
+        "HPML_MODULES": " ".join(p.modules),
+        "HPML_CONTAINER": p.container or "",
+        "HPML_BINDS": ",".join(binds) if p.container else "",
+        "HPML_LAUNCHER": p.launcher,
+        "HPML_MPI": p.mpi,
+        "HPML_CPU_BIND": p.cpu_bind or "",
+        "HPML_GPU_BIND": p.gpu_bind or "",
+        "HPML_OMP_THREADS": str(p.omp_num_threads or ""),
+        "HPML_TF_INTRA_THREADS": str(p.tf_intra_op_threads or ""),
+        "HPML_TF_INTER_THREADS": str(p.tf_inter_op_threads or ""),
     }
-    if stage == "train":
-        variables["HPML_STAGE_DIR"] = profile.scratch if profile.stage else ""
-    block = [*directives(stage, profile, log_dir), f"# rendered by `hpml submit` for cluster profile '{profile.name}'"]
-    block += [f"{k}={_shell_value(v)}" for k, v in variables.items()]
-    block += [f"export {k}={_shell_value(v)}" for k, v in profile.env.items()]
-    rendered, n = BLOCK.subn("# >>> profile\n" + "\n".join(block) + "\n# <<< profile\n", template)
+    if stage in ("train", "sweep"):
+        values["HPML_MAX_RESTARTS"] = str(p.max_restarts)
+        values["HPML_STAGE_DIR"] = p.scratch if p.stage else ""
+    return values
+
+
+def render(stage: str, profile: ClusterProfile, log_dir: Path, binds: list[str] = (), array: str | None = None) -> str:
+    template_path = jobs_dir() / f"{stage}.sbatch"
+    template = template_path.read_text()
+    block = [*directives(stage, profile, log_dir, array), f"# rendered by `hpml submit` for profile '{profile.name}'"]
+    for key, value in variables(stage, profile, list(binds)).items():
+        # The staging path must reach each rank unexpanded: every node expands its own $TMPDIR.
+        block.append(f"{key}={shlex.quote(value) if key == 'HPML_STAGE_DIR' else _shell_value(value)}")
+    block += [f"export {k}={_shell_value(v)}" for k, v in {**profile.network, **profile.env}.items()]
+    rendered, n = BLOCK.subn(lambda _: "# >>> profile\n" + "\n".join(block) + "\n# <<< profile\n", template)
     if n != 1:
-        raise RuntimeError(f"{JOBS / stage}.sbatch: no '# >>> profile' block to render")  # a bug in jobs/
+        raise RuntimeError(f"{template_path}: no '# >>> profile' block to render")  # a bug in jobs/
+    env = (jobs_dir() / "hpml-env.sh").read_text()
+    inline = f"# >>> jobs/hpml-env.sh (inlined)\n{env}# <<< jobs/hpml-env.sh\n"
+    rendered, n = SOURCE_ENV.subn(lambda _: inline, rendered)
+    if n != 1:
+        raise RuntimeError(f"{template_path}: no line sourcing jobs/hpml-env.sh to inline")
     return rendered
 
 
-def plan(what: str, cfg: Config, profile: ClusterProfile, run_dir: Path, split: str) -> list[Job]:
-    """Write the rendered scripts and the resolved config into RUN/slurm/; return the jobs."""
-    slurm_dir = run_dir.resolve() / "slurm"
-    slurm_dir.mkdir(parents=True, exist_ok=True)
-    config = slurm_dir / "config.yaml"
-    save_config(cfg, config)
-    stages = ["preprocess", "train", "evaluate"] if what == "pipeline" else [what]
-    args = {
-        "preprocess": [str(config)],
-        "train": [str(config), str(run_dir.resolve())],
-        "evaluate": [str(run_dir.resolve()), "--split", split],
-    }
-    jobs = []
-    for stage in stages:
-        script = slurm_dir / f"{stage}.sbatch"
-        script.write_text(render(stage, profile, slurm_dir))
-        jobs.append(Job(stage, script, args[stage], dependency=jobs[-1].stage if jobs else None))
-    return jobs
-
-
-def submit(jobs: list[Job], dry_run: bool = False) -> dict[str, str]:
-    """Submit in order, each after the previous one succeeded; returns {stage: job id}."""
-    ids: dict[str, str] = {}
-    for job in jobs:
-        dependency = ids.get(job.dependency, f"<{job.dependency} job id>") if job.dependency else None
-        cmd = job.command(dependency)
-        if dry_run:
-            print("would run:", shlex.join(cmd))
-            continue
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise SubmitError(f"sbatch refused the {job.stage} job: {proc.stderr.strip()}")
-        ids[job.stage] = proc.stdout.strip().split(";")[0]
-        print(f"submitted {job.stage}: job {ids[job.stage]}  ({job.script})")
-    return ids
+def resolved_paths(cfg: Config, run_dir: Path) -> list[str | Path | None]:
+    """Everything a job of this run reads or writes (for container binds)."""
+    return [run_dir, cfg.data.shards, cfg.data.split_dir, *cfg.data.sources, cfg.model.weights, repository()]

@@ -28,11 +28,12 @@ from hpml.failure import at, phase
 from hpml.logs import Progress
 from hpml.models import build_model, parameter_counts
 from hpml.plateau import plateau_step
-from hpml.preemption import MARKER, REQUEUE_EXIT_CODE, Preemption
+from hpml.preemption import REQUEUE_EXIT_CODE, Preemption, clear_marker, install_handlers, write_marker
 from hpml.records import load_manifest
 from hpml.resume import resume, set_aside
 from hpml.rundir import acquire_lock, release_lock, write_versions
 from hpml.shard_check import explain_data_error, verify_shards
+from hpml.status import StatusWriter
 from hpml.world import World
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,7 @@ def _log_start(model: tf.keras.Model, cfg: Config, world: World, plan: TrainPlan
 
 
 def train(cfg: Config, shard_dir: Path, run_dir: Path, restart: bool = False) -> int:
+    install_handlers()  # first: a preemption signal during start-up (staging, model build) is kept, not fatal
     world = distributed.init()
     preemption = Preemption().install()  # first: a warning signal during start-up must not be fatal
     # The run records where its data really came from: evaluation reads the same shards.
@@ -139,7 +141,7 @@ def _train(cfg: Config, shard_dir: Path, run_dir: Path, restart: bool, world: Wo
         if restart:
             set_aside(run_dir)
         (run_dir / "checkpoints").mkdir(exist_ok=True)
-        (run_dir / MARKER).unlink(missing_ok=True)  # this run is the resumption
+        clear_marker(run_dir)  # this run is the resumption
         save_config(cfg, run_dir / "config.yaml")
         write_versions(run_dir / "versions.json")
     if cfg.data.stage_dir:
@@ -164,9 +166,10 @@ def _train(cfg: Config, shard_dir: Path, run_dir: Path, restart: bool, world: Wo
     # The first row this attempt writes replaces any row of that epoch or later: a previous attempt may
     # have written them before a checkpoint that did not survive (or before --restart set it aside).
     resumed_epoch: int | None = state.epoch
+    status = StatusWriter(run_dir, world, state, t.epochs, plan.steps, t.batch_size * world.size)  # RUN/status.json
     progress = StepProgress(world)
     callbacks = [*distributed.keras_callbacks(), Warmup(t.lr, lr, int(t.warmup_epochs * plan.steps), state.global_step),
-                 preemption, progress]  # fmt: skip
+                 preemption, progress, status.callback()]  # fmt: skip
     class_weight = {i: t.class_weights[c] for i, c in enumerate(CLASSES)}
     class_weight = None if len(set(class_weight.values())) == 1 else class_weight
     writer = tf.summary.create_file_writer(str(run_dir / "tensorboard")) if world.is_root else None
@@ -199,6 +202,7 @@ def _train(cfg: Config, shard_dir: Path, run_dir: Path, restart: bool, world: Wo
         with phase("checkpoint"):
             if world.is_root:
                 record_epoch(run_dir, writer, row, state.epoch, t.epochs, resumed_epoch)
+                status.epoch_end(row, state)
                 if improved:
                     checkpoints.save_weights_atomic(model, run_dir / "checkpoints" / "best.h5")
                 checkpoints.save(model, run_dir / "checkpoints", state, fp)
@@ -232,7 +236,7 @@ def _preempted(model, run_dir: Path, state: TrainState, fp: dict, world: World) 
     with phase("checkpoint"):
         if world.is_root:
             checkpoints.save(model, run_dir / "checkpoints", state, fp)
-            (run_dir / MARKER).write_text(f"epoch {state.epoch} step {state.step_in_epoch}\n")
+            write_marker(run_dir, state.epoch, state.step_in_epoch)  # names this job + restart count
             log.warning("preempted at epoch %d step %d: checkpoint saved; exit %d = requeue me",
                         state.epoch, state.step_in_epoch, REQUEUE_EXIT_CODE)  # fmt: skip
         distributed.barrier()

@@ -1,5 +1,16 @@
-# Sourced by jobs/*.sbatch: modules, environment, and how to launch `hpml` on every rank.
-# HPML_* variables come from the script's profile block (rendered by `hpml submit`).
+# Sourced by jobs/*.sbatch (`hpml submit` inlines it, so RUN/slurm/*.sbatch is the whole story):
+# modules, environment, CPU placement, how to launch `hpml` on every rank, and the requeue policy.
+# HPML_* variables come from the script's profile block.
+
+# This job as scontrol/scancel must name it: for an array task `<array id>_<task id>`, because
+# the bare array job id names every task of the array. hpml.preemption.job_identity agrees.
+hpml_self_id() {
+  if [ -n "${SLURM_ARRAY_JOB_ID:-}" ] && [ -n "${SLURM_ARRAY_TASK_ID:-}" ]; then
+    echo "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"
+  else
+    echo "${SLURM_JOB_ID:-none}"
+  fi
+}
 
 hpml_setup() {
   if [ -n "${HPML_MODULES:-}" ]; then
@@ -13,12 +24,17 @@ hpml_setup() {
   if [ "$(id -u)" = 0 ]; then  # test clusters run jobs as root; Open MPI refuses otherwise
     export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
   fi
-  if [ -z "${HPML_CONTAINER:-}" ] && [ -f "${HPML_HOME}/.venv/bin/activate" ]; then
+  # One thread pool per rank, sized to the cores SLURM gave it (the profile may say otherwise).
+  export OMP_NUM_THREADS="${HPML_OMP_THREADS:-${SLURM_CPUS_PER_TASK:-1}}"
+  if [ -n "${HPML_TF_INTRA_THREADS:-}" ]; then export TF_NUM_INTRAOP_THREADS="${HPML_TF_INTRA_THREADS}"; fi
+  if [ -n "${HPML_TF_INTER_THREADS:-}" ]; then export TF_NUM_INTEROP_THREADS="${HPML_TF_INTER_THREADS}"; fi
+  if [ -z "${HPML_CONTAINER:-}" ]; then
+    local venv="${HPML_VENV:-${HPML_HOME:-}/.venv}"
     # shellcheck disable=SC1091
-    source "${HPML_HOME}/.venv/bin/activate"
+    if [ -f "${venv}/bin/activate" ]; then source "${venv}/bin/activate"; fi
   fi
-  echo "hpml: job ${SLURM_JOB_ID:-?} (restart ${SLURM_RESTART_COUNT:-0}) on ${SLURM_JOB_NODELIST:-$(hostname)}," \
-       "${SLURM_NTASKS:-1} task(s), container: ${HPML_CONTAINER:-none}"
+  echo "hpml: job $(hpml_self_id) (restart ${SLURM_RESTART_COUNT:-0}) on ${SLURM_JOB_NODELIST:-$(hostname)}," \
+       "${SLURM_NTASKS:-1} task(s) x ${SLURM_CPUS_PER_TASK:-1} cpu(s), container: ${HPML_CONTAINER:-none}"
 }
 
 # hpml_launch ARGS...: run `hpml ARGS` on every task of the allocation.
@@ -26,11 +42,87 @@ hpml_launch() {
   local cmd=(hpml)
   if [ -n "${HPML_CONTAINER:-}" ]; then
     # Hybrid MPI: the host's srun/PMIx starts one container per rank; --nv brings the GPUs in.
-    cmd=(apptainer exec --nv --bind "${HPML_HOME}" "${HPML_CONTAINER}" hpml)
+    # Binds are expanded by each task: node-local $TMPDIR may differ from node to node.
+    export HPML_BINDS HPML_CONTAINER
+    # shellcheck disable=SC2016
+    cmd=(bash -c 'exec apptainer exec --nv --bind "${HPML_BINDS}${TMPDIR:+,$TMPDIR}" "$HPML_CONTAINER" hpml "$@"' hpml)
   fi
+  local launch
   if [ "${HPML_LAUNCHER:-srun}" = srun ]; then
-    srun --mpi="${HPML_MPI:-pmix}" --kill-on-bad-exit=1 "${cmd[@]}" "$@"
+    launch=(srun --mpi="${HPML_MPI:-pmix}" --kill-on-bad-exit=1)
+    # SLURM 22.05-23.02: srun does not inherit --cpus-per-task from the job; without it each
+    # rank is bound to one core.
+    if [ -n "${SLURM_CPUS_PER_TASK:-}" ]; then launch+=(--cpus-per-task="${SLURM_CPUS_PER_TASK}"); fi
+    if [ -n "${HPML_CPU_BIND:-}" ]; then launch+=(--cpu-bind="${HPML_CPU_BIND}"); fi
+    if [ -n "${HPML_GPU_BIND:-}" ]; then launch+=(--gpu-bind="${HPML_GPU_BIND}"); fi
   else
-    mpirun "${cmd[@]}" "$@"
+    launch=(mpirun --map-by "slot:PE=${SLURM_CPUS_PER_TASK:-1}" --bind-to core)
   fi
+  echo "hpml: launch: ${launch[*]} ${cmd[*]} $*"
+  echo "hpml: threads: OMP_NUM_THREADS=${OMP_NUM_THREADS:-unset}" \
+       "TF_NUM_INTRAOP_THREADS=${TF_NUM_INTRAOP_THREADS:-default} TF_NUM_INTEROP_THREADS=${TF_NUM_INTEROP_THREADS:-default}"
+  echo "hpml: network: $(env | grep -E '^(NCCL|PMIX|UCX|OMPI_MCA|FI)_' | sort | tr '\n' ' ')"
+  "${launch[@]}" "${cmd[@]}" "$@"
+}
+
+# ---- preemption: requeue only what this job checkpointed for SLURM's warning signal ----------
+
+hpml_preemption_traps() {  # first thing in a training script: an early signal must not kill it
+  HPML_GOT_USR1=0 HPML_GOT_TERM=0 HPML_STEP=""
+  trap _hpml_on_usr1 USR1
+  trap _hpml_on_term TERM
+}
+
+_hpml_on_usr1() {
+  HPML_GOT_USR1=1
+  echo "hpml: $(date +%T) preemption signal: asking every rank to checkpoint"
+  if [ -n "${HPML_STEP}" ]; then  # signalling srun itself would make it abort the step
+    scancel --signal=USR1 "$(hpml_self_id)" || kill -USR1 "${HPML_STEP}" 2>/dev/null || true
+  fi
+}
+
+_hpml_on_term() {  # scancel or the time limit: SLURM signals the ranks itself; never requeue
+  HPML_GOT_TERM=1
+  echo "hpml: $(date +%T) TERM: the job is cancelled or out of time; it will not be requeued"
+}
+
+# hpml_train_preemptible RUN_DIR HPML_TRAIN_ARGS...: train, then requeue or exit.
+hpml_train_preemptible() {
+  local run_dir=$1 rc=0
+  shift
+  hpml_launch train "$@" &
+  HPML_STEP=$!
+  while :; do
+    wait "${HPML_STEP}" && rc=0 || rc=$?
+    kill -0 "${HPML_STEP}" 2>/dev/null || break  # still running: wait was interrupted by a trap
+  done
+  _hpml_requeue_or_exit "${run_dir}" "${rc}"
+}
+
+_hpml_requeue_or_exit() {
+  local marker="$1/PREEMPTED" rc=$2 id this first="" restarts=${SLURM_RESTART_COUNT:-0}
+  id=$(hpml_self_id)
+  this="job=${id} restart=${restarts}"
+  if [ -f "${marker}" ]; then first=$(head -n 1 "${marker}"); fi
+  if [ "${HPML_GOT_USR1}" = 1 ] && [ "${HPML_GOT_TERM}" = 0 ] && [ "${first}" = "${this}" ]; then
+    if [ "${restarts}" -ge "${HPML_MAX_RESTARTS:-3}" ]; then
+      echo "hpml: $(date +%T) restart cap reached: ${restarts} restart(s), max_restarts ${HPML_MAX_RESTARTS:-3}" \
+           "(cluster profile). The checkpoint is saved; submit the job again to continue."
+      exit 75
+    fi
+    echo "hpml: $(date +%T) checkpoint written; requeueing job ${id} (restart $((restarts + 1)))"
+    trap '' TERM  # SLURM ends this run of the job now; that TERM is not a cancellation
+    # Incomplete: SLURM refuses if the job meanwhile ended (cancelled, timed out).
+    if scontrol requeue Incomplete "${id}"; then exit 0; fi
+    echo "hpml: scontrol refused to requeue ${id}; submit the job again to continue"
+    exit 75
+  fi
+  if [ -n "${first}" ] && [ "${first}" != "${this}" ]; then
+    echo "hpml: ignoring a stale ${marker} ('${first}'): this run (${this}) did not write it"
+  elif [ -n "${first}" ]; then
+    echo "hpml: checkpoint written, but no preemption signal reached this job (or it was cancelled): not requeueing"
+  elif [ "${HPML_GOT_USR1}" = 1 ]; then
+    echo "hpml: preemption signal received but this run wrote no checkpoint marker (exit ${rc}): not requeueing"
+  fi
+  exit "${rc}"
 }

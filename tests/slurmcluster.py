@@ -3,6 +3,10 @@
 Debian's own packages (installed when missing, as root), a private slurm.conf and state in a
 temporary folder, daemons on unusual ports, `SLURM_CONF` pointing clients at it. `stop()`
 ends only what `start()` started, by the PIDs it recorded.
+
+As like a real cluster as one machine allows: each node has the machine's 2 CPUs and binds
+tasks to them (task/affinity, no cgroups needed), and a TaskProlog gives every job a
+node-local $TMPDIR (removed by the Epilog), as Snellius does on /scratch-node.
 """
 
 from __future__ import annotations
@@ -55,10 +59,19 @@ class LocalSlurm:
             raise RuntimeError(f"{' '.join(cmd)}: {proc.returncode}\n{proc.stdout}{proc.stderr}")
         return proc
 
+    def _write_scripts(self) -> None:
+        r = self.root
+        tmp = f"{r}/spool/$SLURMD_NODENAME/tmp/job$SLURM_JOB_ID"
+        (r / "etc" / "task_prolog.sh").write_text(f'#!/bin/sh\nmkdir -p "{tmp}"\necho "export TMPDIR={tmp}"\n')
+        (r / "etc" / "epilog.sh").write_text(f'#!/bin/sh\nrm -rf "{tmp}"\n')
+        for name in ("task_prolog.sh", "epilog.sh"):
+            (r / "etc" / name).chmod(0o755)
+
     def _write_conf(self) -> None:
         r, host = self.root, socket.gethostname().split(".")[0]
         for d in ("etc", "state", *(f"spool/{n}/tmp" for n in NODES)):
             (r / d).mkdir(parents=True, exist_ok=True)
+        self._write_scripts()
         nodes = "\n".join(
             f"NodeName={n} NodeHostname={host} NodeAddr=127.0.0.1 Port={NODE_PORT + i} CPUs={self.cpus} "
             f"RealMemory={self.memory} State=UNKNOWN"
@@ -70,7 +83,9 @@ SlurmctldPort={CTLD_PORT}
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
-# A requeued job may start again only when its old credential has expired (default 120 s).
+# A requeued job may start again only when its old credential has expired (default 120 s):
+# SLURM holds it back that long by itself. Forcing it earlier (scontrol update StartTime=now)
+# makes the new step's launch fail ("launch failed: Unspecified error") and srun exit 0.
 AuthInfo=cred_expire=10
 StateSaveLocation={r}/state
 SlurmdSpoolDir={r}/spool/%n
@@ -80,7 +95,9 @@ SlurmdPidFile={r}/slurmd-%n.pid
 SlurmctldLogFile={r}/slurmctld.log
 SlurmdLogFile={r}/slurmd-%n.log
 ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
+TaskPlugin=task/affinity
+TaskProlog={r}/etc/task_prolog.sh
+Epilog={r}/etc/epilog.sh
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=1000
@@ -110,6 +127,13 @@ PartitionName=debug Nodes={",".join(NODES)} Default=YES MaxTime=INFINITE State=U
         self.pids["munged"] = int(Path("/run/munge/munged.pid").read_text())
 
     def start(self, timeout: float = 60) -> LocalSlurm:
+        try:
+            return self._start(timeout)
+        except BaseException:
+            self.stop()  # whatever did start must not outlive the test session
+            raise
+
+    def _start(self, timeout: float) -> LocalSlurm:
         ensure_installed()
         self._write_conf()
         self._start_munge()
