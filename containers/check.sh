@@ -87,6 +87,13 @@ mount_system() {
   for f in /etc/resolv.conf /etc/hosts; do
     rm -f "$ROOT$f" && touch "$ROOT$f" && bind "$f" "$f"
   done
+  # Site CAs (Debian's place for them), for networks that inspect TLS: a build behind such a
+  # proxy needs them as much as it needs resolv.conf. ca-certificates adds them to the bundle.
+  if [ -d /usr/local/share/ca-certificates ]; then
+    mkdir -p "$ROOT/usr/local/share/ca-certificates"
+    mount --bind -o ro /usr/local/share/ca-certificates "$ROOT/usr/local/share/ca-certificates"
+    mounts+=("$ROOT/usr/local/share/ca-certificates")
+  fi
 }
 # Run a command in the root with a clean environment (apptainer build uses --cleanenv).
 in_root() {

@@ -137,6 +137,9 @@ install_all() {
   install_apt "$flavor"
 
   export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore PIP_PROGRESS_BAR=off
+  # pip trusts the image's CA store (Mozilla's set, plus any site CA a builder behind a
+  # TLS-inspecting proxy added), not only its own bundled copy.
+  export PIP_CERT=/etc/ssl/certs/ca-certificates.crt
   if [ -d "$CACHE" ]; then export PIP_CACHE_DIR=$CACHE/pip; else export PIP_NO_CACHE_DIR=1; fi
   "$PY" -m venv "$VENV"
   local pip=("$VENV/bin/python" -m pip)
