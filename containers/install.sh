@@ -23,6 +23,7 @@ die() {
   echo "install.sh: error: $*" >&2
   exit 1
 }
+step() { echo "install.sh: [${SECONDS}s] $*"; }
 
 # setup.py's HPML_TENSORFLOW: the GPU image has CUDA 12.2 + cuDNN 8.9 from its base, so it takes
 # the GPU build of TensorFlow without NVIDIA's pip copies of the same libraries ("system-cuda").
@@ -120,6 +121,7 @@ install_apt() {
       die "the base image holds $pkg (apt-mark hold): it is installed already; do not ask apt for it"
     fi
   done
+  step "apt: $(apt_packages "$flavor" | xargs)"
   apt-get update -q
   if [ -n "$(ppa_packages "$flavor")" ]; then
     # shellcheck disable=SC2046
@@ -141,6 +143,7 @@ install_all() {
   # TLS-inspecting proxy added), not only its own bundled copy.
   export PIP_CERT=/etc/ssl/certs/ca-certificates.crt
   if [ -d "$CACHE" ]; then export PIP_CACHE_DIR=$CACHE/pip; else export PIP_NO_CACHE_DIR=1; fi
+  step "virtualenv $VENV with $("$PY" --version)"
   "$PY" -m venv "$VENV"
   local pip=("$VENV/bin/python" -m pip)
   # Build tools for Horovod and hpml (no build isolation: Horovod must see TensorFlow); the
@@ -153,6 +156,7 @@ install_all() {
   tf=$(pick 'tensorflow(-cpu)?' "${reqs[@]}")
   numpy=$(pick numpy "${reqs[@]}")
   hvd=$(pick horovod "${reqs[@]}")
+  step "pip: $tf $numpy"
   "${pip[@]}" install -q "$tf" "$numpy"
 
   # Horovod compiles against this TensorFlow, this MPI, this OS: a cached wheel is reused only
@@ -164,9 +168,9 @@ install_all() {
   wheels=$tmp/wheels
   if [ -d "$CACHE" ]; then wheels=$CACHE/wheels/$key; fi
   if ls "$wheels"/horovod-*.whl >/dev/null 2>&1; then
-    echo "install.sh: using the cached Horovod wheel $wheels"
+    step "using the cached Horovod wheel $wheels"
   else
-    echo "install.sh: building $hvd against $tf (minutes)"
+    step "building $hvd against $tf (minutes)"
     mkdir -p "$wheels"
     env $(horovod_env "$flavor" | tr '\n' ' ') MAKEFLAGS="-j$(nproc)" \
       "${pip[@]}" wheel -q --no-deps --no-build-isolation -w "$tmp/build" "$hvd"
@@ -174,6 +178,7 @@ install_all() {
   fi
   "${pip[@]}" install -q --no-deps "$wheels"/horovod-*.whl
 
+  step "pip: hpml from a clean copy of $SRC"
   clean_copy "$SRC" "$tmp/hpml"
   HPML_TENSORFLOW=$variant "${pip[@]}" install -q --no-build-isolation "$tmp/hpml"
   "${pip[@]}" check
@@ -183,7 +188,7 @@ install_all() {
   if [ -d "$CACHE" ] && ! mountpoint -q "$CACHE"; then rm -rf "$CACHE"; fi
   if [ ! -d "$CACHE" ]; then apt-get clean; fi
 
-  echo "install.sh: installed ($flavor):"
+  step "installed ($flavor):"
   echo "  $("$VENV/bin/python" --version)"
   echo "  Open MPI $(dpkg-query -W -f '${Version}' openmpi-bin), PMIx $(dpkg-query -W -f '${Version}' libpmix-dev)"
   "$VENV/bin/python" -c 'import importlib.metadata as m
