@@ -154,8 +154,8 @@ t=$(date +%s)
 t_post=$(elapsed "$t")
 umount "$ROOT/var/cache/hpml" && unset 'mounts[-1]' && rmdir "$ROOT/var/cache/hpml"
 rm -f "$ROOT/.post.script"
-grep -A8 '^install.sh: \[[0-9]*s\] installed' "$WORK/post.log" | sed 's/^/  /' || true
-grep '^install.sh: \[' "$WORK/post.log" | grep -v installed | sed 's/^/  /' || true
+awk '/^install.sh: \[/ { print; v = /installed/; next } v && /^  / { print; next } { v = 0 }' \
+  "$WORK/post.log" | sed 's/^/  /'
 
 # --- 4. %environment, %test --------------------------------------------------------------------
 {
