@@ -186,7 +186,7 @@ install_all() {
   rm -rf "$tmp" /var/lib/apt/lists/*
   find "$SRC" -depth -name __pycache__ -exec rm -rf {} +
   if [ -d "$CACHE" ] && ! mountpoint -q "$CACHE"; then rm -rf "$CACHE"; fi
-  if [ ! -d "$CACHE" ]; then apt-get clean; fi
+  apt-get clean # the image's own /var/cache/apt; a cache mounted at $CACHE is left alone
 
   step "installed ($flavor):"
   echo "  $("$VENV/bin/python" --version)"
