@@ -220,3 +220,18 @@ MirrorURL: http://deb.debian.org/debian
     assert d.section_args["post"] == "-c /bin/bash" and d.sections["post"].strip() == 'echo "%not a section"'
     with pytest.raises(ValueError, match="Bootstrap"):
         deffile.parse("From: x\n%post\n  true\n")
+
+
+def test_install_script_refuses_a_package_the_base_holds(tmp_path):
+    """Should a held package ever enter the list, install.sh stops with a clear message before apt does."""
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    (stubs / "apt-mark").write_text("#!/bin/sh\necho openmpi-bin\n")  # pretend the base holds it
+    (stubs / "apt-get").write_text(f"#!/bin/sh\ntouch {tmp_path}/apt-ran\nexit 99\n")
+    for stub in stubs.iterdir():
+        stub.chmod(0o755)
+    proc = subprocess.run(
+        ["bash", str(INSTALL_SH), "cpu"], capture_output=True, text=True, env={"PATH": f"{stubs}:/usr/bin:/bin"}
+    )
+    assert proc.returncode == 1 and "holds openmpi-bin" in proc.stderr, proc.stderr
+    assert not (tmp_path / "apt-ran").exists()
