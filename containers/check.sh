@@ -64,12 +64,13 @@ flock -n 9 || die "another container-check is running ($WORK/.lock)"
 mounts=()
 mounted_under() { awk -v root="$1" '$5 == root || index($5, root "/") == 1 { print $5 }' /proc/self/mountinfo; }
 unmount_all() {
-  local i
+  local i m left
   for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do
     umount -R "${mounts[i]}" 2>/dev/null || umount -R -l "${mounts[i]}" || true
   done
   mounts=()
-  local left
+  # anything else under the root: debootstrap's own /proc and /sys if it died, or a killed run
+  for m in $(mounted_under "$ROOT" | sort -r); do umount -R -l "$m" 2>/dev/null || true; done
   left=$(mounted_under "$ROOT")
   [ -z "$left" ] || { echo "container-check: still mounted under $ROOT:" $left >&2; return 1; }
 }
@@ -111,7 +112,7 @@ args=(--variant=minbase --exclude=openssl,udev,debconf-i18n,e2fsprogs --include=
   --arch="$(dpkg --print-architecture)")
 key=$(printf '%s\n' "${args[@]}" "$osversion" "$mirror" | sha256sum | cut -c1-16)
 tarball=$CACHE/debootstrap/$osversion-$key.tgz
-[ -z "$(mounted_under "$ROOT")" ] || die "something is still mounted under $ROOT; unmount it first"
+unmount_all || die "cannot unmount what is mounted under $ROOT; not removing it"
 rm -rf "$ROOT"
 t=$(date +%s)
 if [ ! -f "$tarball" ]; then
