@@ -49,7 +49,7 @@ bootstrap=$(def header bootstrap)
 [ "$bootstrap" = debootstrap ] || die "$DEF: Bootstrap is '$bootstrap'; only debootstrap can be built here"
 osversion=$(def header osversion)
 mirror=$(def header mirrorurl)
-[ -n "$osversion" ] && [ -n "$mirror" ] || die "$DEF: debootstrap needs OSVersion and MirrorURL"
+if [ -z "$osversion" ] || [ -z "$mirror" ]; then die "$DEF: debootstrap needs OSVersion and MirrorURL"; fi
 include=$(def header include)
 include=$(echo "$include ${INCLUDE:-}" | xargs | tr ' ' ',')
 for section in post test; do
@@ -72,7 +72,7 @@ unmount_all() {
   # anything else under the root: debootstrap's own /proc and /sys if it died, or a killed run
   for m in $(mounted_under "$ROOT" | sort -r); do umount -R -l "$m" 2>/dev/null || true; done
   left=$(mounted_under "$ROOT")
-  [ -z "$left" ] || { echo "container-check: still mounted under $ROOT:" $left >&2; return 1; }
+  [ -z "$left" ] || { echo "container-check: still mounted under $ROOT:" "$left" >&2; return 1; }
 }
 trap 'unmount_all' EXIT
 trap 'exit 130' INT TERM
@@ -103,11 +103,13 @@ in_root() {
 }
 # ... and after sourcing the image's environment, as `apptainer exec` does.
 in_image() {
+  # shellcheck disable=SC2016 # expanded by the shell inside the image
   in_root /bin/sh -c 'for s in $(ls /.singularity.d/env/*.sh | sort -n); do [ -f "$s" ] && . "$s"; done; exec "$@"' sh "$@"
 }
 
 # --- 1. bootstrap ------------------------------------------------------------------------------
 # Apptainer's own call (conveyorPacker_debootstrap.go), with a cached tarball of the downloads.
+# shellcheck disable=SC2054 # the commas belong to debootstrap's --exclude/--include
 args=(--variant=minbase --exclude=openssl,udev,debconf-i18n,e2fsprogs --include=apt,"$include"
   --arch="$(dpkg --print-architecture)")
 key=$(printf '%s\n' "${args[@]}" "$osversion" "$mirror" | sha256sum | cut -c1-16)
@@ -178,6 +180,7 @@ t_test=$(elapsed "$t")
 say "hpml --help, then the demo on $RANKS MPI ranks inside the image (log: $WORK/demo.log)"
 t=$(date +%s)
 in_image hpml --help >/dev/null || die "hpml --help failed inside the image"
+# shellcheck disable=SC2016 # runs inside the image
 demo='set -e
 cd /tmp && rm -rf check && mkdir check && cd check
 cfg=/opt/hpml/src/configs/demo.yaml

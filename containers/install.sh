@@ -161,6 +161,7 @@ install_all() {
 
   # Horovod compiles against this TensorFlow, this MPI, this OS: a cached wheel is reused only
   # when all of them (and the build flags) match.
+  # shellcheck disable=SC1091
   key=$(printf '%s\n' "$hvd" "$tf" "$(. /etc/os-release && echo "$ID-$VERSION_ID")" \
     "$("$PY" -c 'import sys; print(sys.version_info[:2])')" "$(horovod_env "$flavor")" |
     sha256sum | cut -c1-16)
@@ -172,7 +173,9 @@ install_all() {
   else
     step "building $hvd against $tf (minutes)"
     mkdir -p "$wheels"
-    env $(horovod_env "$flavor" | tr '\n' ' ') MAKEFLAGS="-j$(nproc)" \
+    local flags
+    mapfile -t flags < <(horovod_env "$flavor" | tr ' ' '\n')
+    env "${flags[@]}" MAKEFLAGS="-j$(nproc)" \
       "${pip[@]}" wheel -q --no-deps --no-build-isolation -w "$tmp/build" "$hvd"
     mv "$tmp"/build/horovod-*.whl "$wheels/"
   fi
