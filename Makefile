@@ -14,7 +14,7 @@ STAMP       := $(VENV)/.installed
 MPI_ENV     := OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint bench clean system-deps horovod-wheel check-horovod
+.PHONY: install demo test lint bench clean system-deps horovod-wheel check-horovod container-check
 
 install: $(STAMP)
 
@@ -67,6 +67,12 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check hpml preprocess tests
 	$(VENV)/bin/ruff format --check hpml preprocess tests
+
+# Builds containers/hpml-cpu.def the way `apptainer build` does (debootstrap + chroot, as root;
+# no Apptainer needed), runs its %test, then trains the demo inside it on 2 MPI ranks.
+# Root and caches live outside the repository; see containers/README.md.
+container-check:
+	PYTHON=$(PYTHON) bash containers/check.sh containers/hpml-cpu.def
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -17,6 +17,9 @@ from setuptools.command.build_py import build_py
 TENSORFLOW = {
     "cpu": "tensorflow-cpu==2.15.1",
     "gpu": "tensorflow[and-cuda]==2.15.1",
+    # The same GPU build without NVIDIA's pip copies of CUDA/cuDNN, for systems that have
+    # CUDA 12.2 + cuDNN 8.9 already (the GPU container's CUDA base image).
+    "system-cuda": "tensorflow==2.15.1",
 }[os.environ.get("HPML_TENSORFLOW", "cpu")]
 HOROVOD = "horovod==0.28.1"
 
