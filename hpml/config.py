@@ -82,6 +82,11 @@ class TrainConfig:
     plateau_factor: float = field(default=0.7, metadata=_range(0.0, 1.0))
     plateau_patience: int = field(default=5, metadata=_range(0, 10_000))
     mixed_precision: bool = False
+    # Gradient exchange (Horovod): fp16 halves the allreduce bytes; accumulate_steps sums that
+    # many micro-batches locally and allreduces once (the global batch grows by that factor).
+    compression: Literal["none", "fp16"] = "none"
+    accumulate_steps: int = field(default=1, metadata=_range(1, 1024))
+    jit_compile: bool = False  # XLA for the model's forward and backward pass
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -198,6 +203,12 @@ def _check(cfg: Config, where: str) -> None:
         )
     if any(w < 0 for w in weights.values()):
         raise ConfigError(f"{where}: train.class_weights: weights must be >= 0, got {weights}")
+    n, fixed = cfg.train.accumulate_steps, cfg.train.steps_per_epoch
+    if fixed and fixed % n:  # an update straddling two epochs would lose its micro-batches at a checkpoint
+        raise ConfigError(
+            f"{where}: train.steps_per_epoch: {fixed} micro-batches is not a multiple of "
+            f"train.accumulate_steps ({n})"
+        )
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -44,14 +44,64 @@ def world() -> World:
     return World(_hvd.rank(), _hvd.size(), _hvd.local_rank())
 
 
-def scaled_lr(lr: float, batch: int, base_batch: int, size: int, rule: str) -> float:
-    """LR for the global batch `batch * size`, given `lr` was tuned for `base_batch`."""
-    ratio = batch * size / base_batch
+def global_batch(batch: int, size: int, accumulate_steps: int = 1) -> int:
+    """Images behind one optimizer update: per-rank batch x ranks x accumulated micro-batches."""
+    return batch * size * accumulate_steps
+
+
+def scaled_lr(lr: float, batch: int, base_batch: int, size: int, rule: str, accumulate_steps: int = 1) -> float:
+    """LR for the global batch (`global_batch`), given `lr` was tuned for `base_batch`."""
+    ratio = global_batch(batch, size, accumulate_steps) / base_batch
     return {"linear": lr * ratio, "sqrt": lr * math.sqrt(ratio), "none": lr}[rule]
 
 
-def distributed_optimizer(optimizer):
-    return optimizer if _hvd is None else _hvd.DistributedOptimizer(optimizer)
+def steps_per_epoch(n_train: int, batch: int, size: int, accumulate_steps: int = 1, fixed: int | None = None) -> int:
+    """Keras steps (micro-batches) per epoch: one pass over the data, rounded up to whole updates,
+    so an epoch (and its checkpoint) never ends with gradients still waiting in the accumulator."""
+    if fixed:
+        return fixed
+    micro = max(1, math.ceil(n_train / (batch * size)))
+    return math.ceil(micro / accumulate_steps) * accumulate_steps
+
+
+def distributed_optimizer(optimizer, compression: str = "none", accumulate_steps: int = 1):
+    """Horovod's DistributedOptimizer: gradients averaged over ranks, optionally cast to fp16 on
+    the wire, optionally summed over `accumulate_steps` micro-batches before one allreduce.
+
+    With accumulation Horovod divides the summed gradients by `accumulate_steps`
+    (average_aggregated_gradients), so N micro-batches of B give the update of one N*B batch.
+    """
+    if _hvd is None:
+        if accumulate_steps > 1:
+            raise RuntimeError("train.accumulate_steps > 1 needs Horovod, which is not available here")
+        if compression != "none":
+            log.warning("train.compression=%s ignored: a single process allreduces nothing", compression)
+        return optimizer
+    codec = {"none": _hvd.Compression.none, "fp16": _hvd.Compression.fp16}[compression]
+    return _hvd.DistributedOptimizer(optimizer, compression=codec, backward_passes_per_step=accumulate_steps,
+                                     average_aggregated_gradients=True)  # fmt: skip
+
+
+def whole_step_xla(jit_compile: bool) -> bool:
+    """Whether Keras may compile the whole train step with XLA (`compile(jit_compile=...)`).
+
+    HorovodAllreduce has no XLA kernel (CPU builds; GPU builds only with HOROVOD_ENABLE_XLA_OPS=1),
+    and a step that contains one fails to compile. Under Horovod the model's ops are therefore
+    auto-clustered by XLA and the allreduce stays a TensorFlow op, as Horovod's XLA guide says.
+    On CPU hosts TensorFlow clusters only with TF_XLA_FLAGS=--tf_xla_cpu_global_jit in the
+    environment before it starts; GPUs cluster without it.
+    """
+    import os
+
+    import tensorflow as tf
+
+    if not jit_compile:
+        return False
+    if _hvd is None or os.environ.get("HOROVOD_ENABLE_XLA_OPS") == "1":
+        return True
+    tf.config.optimizer.set_jit("autoclustering")
+    log.info("train.jit_compile: XLA auto-clustering (the Horovod allreduce stays outside XLA)")
+    return False
 
 
 def keras_callbacks() -> list:

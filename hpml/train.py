@@ -78,8 +78,10 @@ def compile_model(cfg: Config, lr: float) -> tf.keras.Model:
         tf.keras.mixed_precision.set_global_policy("mixed_float16")
     tf.keras.utils.set_random_seed(cfg.train.seed)  # same initial weights everywhere (then broadcast)
     model = build_model(cfg.model, cfg.data.image_size)
-    optimizer = distributed.distributed_optimizer(_optimizer(cfg, lr))
-    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    t = cfg.train
+    optimizer = distributed.distributed_optimizer(_optimizer(cfg, lr), t.compression, t.accumulate_steps)
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                  jit_compile=distributed.whole_step_xla(t.jit_compile))  # fmt: skip
     return model
 
 
@@ -158,7 +160,7 @@ def train(cfg: Config, shard_dir: Path, run_dir: Path) -> int:
         distributed.barrier()
     n_train = split_count(shard_dir, "train")
     steps = t.steps_per_epoch or max(1, math.ceil(n_train / (t.batch_size * world.size)))
-    lr = distributed.scaled_lr(t.lr, t.batch_size, t.base_batch, world.size, t.lr_scaling)
+    lr = distributed.scaled_lr(t.lr, t.batch_size, t.base_batch, world.size, t.lr_scaling, t.accumulate_steps)
     model = compile_model(cfg, lr)
     if world.is_root:
         counts = parameter_counts(model)
