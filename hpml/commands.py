@@ -157,7 +157,12 @@ def cmd_bench_scaling(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     a = Assumptions(args.device_tflops, args.intra_gbps, args.inter_gbit, args.gpus_per_node,
                     args.batch_per_gpu or cfg.train.batch_size)  # fmt: skip
-    results = bench(cfg, a, [int(n) for n in args.gpus.split(",")], measure=not args.no_measure)
+    measure = None
+    if args.measure:
+        measure = {"size": args.measure_size, "batch": args.measure_batch or cfg.train.batch_size,
+                   "rates": [float(r) for r in args.rates.split(",")], "steps": args.steps,
+                   "transport": args.transport}  # fmt: skip
+    results = bench(cfg, a, [int(n) for n in args.gpus.split(",")], measure)
     if args.json:
         dump(results, args.json)
     return 0

@@ -6,6 +6,7 @@ Everything else asks this module, so a laptop without a working Horovod still tr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 
@@ -180,3 +181,45 @@ def time_allreduce(nbytes: int, repeats: int = 3) -> float:
 def barrier() -> None:
     if _hvd is not None:
         allreduce_sum(np.zeros(1, np.int32), "barrier")
+
+
+@contextlib.contextmanager
+def gloo_rendezvous(slots: str):
+    """Horovod's Gloo rendezvous server for `slots` ("host:n,host:n"), as `horovodrun --gloo` runs
+    it; yields its port (ranks find it through HOROVOD_GLOO_RENDEZVOUS_ADDR/PORT)."""
+    from horovod.runner.common.util.hosts import get_host_assignments, parse_hosts
+    from horovod.runner.http.http_server import RendezvousServer
+
+    hosts = parse_hosts(slots)
+    server = RendezvousServer()
+    port = server.start()
+    try:
+        server.init(get_host_assignments(hosts, sum(h.slots for h in hosts)))
+        yield port
+    finally:
+        server.stop()
+
+
+def time_allreduce_list(shapes: list[list[int]], dtype: str = "float32", compression: str = "none") -> float:
+    """Seconds to allreduce (average) tensors of `shapes` the way DistributedOptimizer does: one
+    Horovod allreduce per tensor, all issued together from one graph, so Horovod fuses them as in
+    a training step. Traced before the clock starts; every rank starts together (a benchmark)."""
+    import time
+
+    import horovod.tensorflow as hvd_tf
+    import tensorflow as tf
+
+    codec = {"none": hvd_tf.Compression.none, "fp16": hvd_tf.Compression.fp16}[compression]
+    tensors = [tf.ones(shape, dtype) for shape in shapes]
+
+    @tf.function
+    def reduce_all():
+        return [hvd_tf.allreduce(t, op=hvd_tf.Average, compression=codec, name=f"list_{i}")
+                for i, t in enumerate(tensors)]  # fmt: skip
+
+    reduce_all.get_concrete_function()
+    barrier()
+    start = time.perf_counter()
+    out = reduce_all()
+    float(tf.reduce_sum(out[-1][..., :1]))  # the values are here, not just scheduled
+    return time.perf_counter() - start
