@@ -31,10 +31,16 @@ from hpml.netsim import Network
 from hpml.world import mpirun_env
 
 
-def _horovod_params(copy_gbps: float, call_s: float) -> Horovod:
+def _horovod_params(call_s: float, host_s_per_byte: float) -> Horovod:
     fusion = int(os.environ.get("HOROVOD_FUSION_THRESHOLD", FUSION_BYTES))
     cycle = float(os.environ.get("HOROVOD_CYCLE_TIME", 1.0)) / 1e3
-    return Horovod(fusion_bytes=fusion, cycle_s=cycle, copy_gbps=copy_gbps, call_s=call_s)
+    return Horovod(fusion_bytes=fusion, cycle_s=cycle, call_s=call_s, host_s_per_byte=host_s_per_byte)
+
+
+def _host_per_byte(unshaped_s: float, call_s: float, nbytes: float) -> float:
+    """The host's own seconds per byte: the unshaped link's allreduce time (the wire is not what
+    limits it there) without the fixed cost of any allreduce."""
+    return max(0.0, unshaped_s - call_s) / nbytes
 
 
 def _mem_available() -> float:
@@ -88,25 +94,29 @@ def _err(pred: float, meas: float) -> str:
 
 
 def report(res: dict, real_shapes, profiles: dict, rates: list[float], codecs) -> dict:
-    hvds = {r: _horovod_params(res["memcpy_gbps"], res["call_s"][str(r)]) for r in rates}
     eff = tcp_efficiency()
     links = {r: Link(r, eff, res["duplex"][str(r)]) for r in rates}
-    print(f"measured: host memcpy {res['memcpy_gbps']:.1f} GB/s; "
-          + "; ".join(f"at {r:g} Gbit/s duplex factor x{res['duplex'][str(r)]:.2f}, 4-byte allreduce "
-                      f"{res['call_s'][str(r)] * 1e3:.0f} ms" for r in rates)
-          + f".\nassumed: link payload share {eff:.3f} (TCP/IPv4, MTU 1500); Horovod fusion "
-          f"{hvds[rates[0]].fusion_bytes / 2**20:.0f} MiB, cycle {hvds[rates[0]].cycle_s * 1e3:g} ms")  # fmt: skip
+    call = res["call_s"]
+    print("measured: " + "; ".join(f"at {r:g} Gbit/s duplex factor x{res['duplex'][str(r)]:.2f}, 4-byte allreduce "
+                                   f"{call[str(r)] * 1e3:.0f} ms" for r in rates)
+          + f"; unshaped 4-byte allreduce {call['None'] * 1e3:.0f} ms.\nassumed: link payload share {eff:.3f} "
+          f"(TCP/IPv4, MTU 1500); Horovod fusion {_horovod_params(0, 0).fusion_bytes / 2**20:.0f} MiB, cycle "
+          f"{_horovod_params(0, 0).cycle_s * 1e3:g} ms")  # fmt: skip
     summary: dict = {"real": {}, "steps": {}}
     elements = [int(np.prod(s)) for s in real_shapes]
     if res["real"]:
         print(f"\n{'allreduce of the full-size flatten gradients':<46} {'predicted':>10} {'measured':>10} {'error':>7}")
     for codec in res["real"]:
         width = 2 if codec == "fp16" else 4
+        grads = [n * width for n in elements]
+        unshaped = res["real"][codec]["None"]
+        host = _host_per_byte(unshaped, call["None"], sum(grads))
+        print(f"{sum(grads) / 1e6:.0f} MB {'fp16' if width == 2 else 'fp32'} unshaped (host time): {unshaped:.2f} s")
         for r in rates:
-            pred = allreduce_seconds([n * width for n in elements], ring(links[r], 2), hvds[r])
+            pred = allreduce_seconds(grads, ring(links[r], 2), _horovod_params(call[str(r)], host))
             meas = res["real"][codec][str(r)]
             summary["real"].setdefault(codec, {})[r] = (pred, meas)
-            label = f"{sum(elements) * width / 1e6:.0f} MB {'fp16' if width == 2 else 'fp32'} @ {r:g} Gbit/s"
+            label = f"{sum(grads) / 1e6:.0f} MB {'fp16' if width == 2 else 'fp32'} @ {r:g} Gbit/s"
             print(f"{label:<46} {pred:>9.2f}s {meas:>9.2f}s {_err(pred, meas):>7}")
     print(f"\n{'training step':<30} {'grads':>8} {'step pred':>10} {'(exposed)':>9} {'measured':>9} {'error':>6}"
           f" {'allreduce pred':>15} {'measured':>9} {'error':>6}")  # fmt: skip
@@ -117,15 +127,21 @@ def report(res: dict, real_shapes, profiles: dict, rates: list[float], codecs) -
         for codec in entry["runs"]:
             width = 2 if codec == "fp16" else 4
             layers = [(f, n * width) for f, n in profiles[head]]
+            grads = [b for _, b in layers if b]
+            unshaped = entry["runs"][codec]["None"]["allreduce_s"]
+            host = _host_per_byte(unshaped, call["None"], sum(grads))
             for r in rates:
-                run = entry["runs"][codec][str(r)]
-                pred = step_seconds(layers, c["fwd_s"], c["bwd_s"], c["apply_s"], ring(links[r], 2), hvds[r])
-                ar_pred = allreduce_seconds([b for _, b in layers if b], ring(links[r], 2), hvds[r])
+                run, hvd, transfer = (
+                    entry["runs"][codec][str(r)],
+                    _horovod_params(call[str(r)], host),
+                    ring(links[r], 2),
+                )
+                pred = step_seconds(layers, c["fwd_s"], c["bwd_s"], c["apply_s"], transfer, hvd)
+                ar_pred = allreduce_seconds(grads, transfer, hvd)
                 meas = float(np.median(run["steps_s"]))
                 summary["steps"].setdefault(head, {}).setdefault(codec, {})[r] = (pred["step"], meas)
-                grads = sum(b for _, b in layers) / 1e6
                 label = f"{codec} @ {r:g} Gbit/s"
-                print(f"  {label:<28} {grads:>6.0f}MB {pred['step']:>9.2f}s"
+                print(f"  {label:<28} {sum(grads) / 1e6:>6.0f}MB {pred['step']:>9.2f}s"
                       f" {pred['exposed']:>8.2f}s {meas:>8.2f}s {_err(pred['step'], meas):>6}"
                       f" {ar_pred:>14.2f}s {run['allreduce_s']:>8.2f}s"
                       f" {_err(ar_pred, run['allreduce_s']):>6}")  # fmt: skip

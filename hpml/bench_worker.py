@@ -5,15 +5,17 @@
 Every rank runs the same phases in step (barriers), and each node shapes its own egress
 (`netsim.shape_here`) before each link rate:
 
-1. host: memcpy GB/s with both ranks busy at once (Horovod's fusion-buffer copies);
-2. per rate: the time of a 4-byte allreduce (fixed cost) and, MPI transport only, a two-way
+Rate None is the unshaped link: there the host's own work sets the pace, which the model takes
+as the host time of those bytes (hpml.comm_model).
+
+1. per rate: the time of a 4-byte allreduce (fixed cost) and, MPI transport only, a two-way
    exchange against a one-way send (the duplex factor);
+2. the gradient list of the configured (full-size) flatten model: allreduce per codec and rate.
+   fp16 sends float16 tensors, which is what crosses the wire under Compression.fp16 (the casts
+   around it, local work, are left out: 2.2 GB of float32 twice over would not fit two ranks here);
 3. per head at the measure size: local compute without Horovod (forward, whole step, optimizer
    apply), then per codec and rate: Horovod training steps and a standalone allreduce of the
-   model's gradient list;
-4. the gradient list of the configured (full-size) flatten model: allreduce per codec and rate.
-   fp16 sends float16 tensors, which is what crosses the wire under Compression.fp16 (the casts
-   around it, local work, are left out: 2.2 GB of float32 twice over would not fit two ranks here).
+   model's gradient list (float16 tensors for fp16, as in 2).
 
 Rank 0 writes the numbers to spec["out"] as JSON.
 """
@@ -36,17 +38,6 @@ def _times(fn, repeats: int, barrier) -> list[float]:
         fn()
         times.append(time.perf_counter() - start)
     return times
-
-
-def memcpy_gbps(nbytes: int = 256 * 2**20) -> float:
-    src = np.ones(nbytes // 4, np.float32)
-    dst = np.empty_like(src)
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        np.copyto(dst, src)
-        best = min(best, time.perf_counter() - start)
-    return nbytes / best / 1e9
 
 
 def duplex_factor(nbytes: int = 32 * 2**20) -> float:
@@ -89,9 +80,9 @@ def calibrate(cfg, batch: int, barrier) -> dict:
     for fn in (lambda: model.train_on_batch(x, y), forward, apply):
         fn()  # trace
     out = {
-        "step_s": float(np.median(_times(lambda: model.train_on_batch(x, y), 3, barrier))),
-        "fwd_s": float(np.median(_times(forward, 3, barrier))),
-        "apply_s": float(np.median(_times(apply, 3, barrier))),
+        "step_s": float(np.median(_times(lambda: model.train_on_batch(x, y), 2, barrier))),
+        "fwd_s": float(np.median(_times(forward, 2, barrier))),
+        "apply_s": float(np.median(_times(apply, 2, barrier))),
     }
     out["bwd_s"] = max(0.0, out["step_s"] - out["fwd_s"] - out["apply_s"])
     return out
@@ -117,17 +108,26 @@ def run(spec: dict) -> dict:
     base = build_dataclass(Config, spec["config"], "bench spec")
     base = replace(base, data=replace(base.data, image_size=spec["size"]))
     batch, rates = spec["batch"], spec["rates"]
-    res: dict = {"memcpy_gbps": None, "duplex": {}, "call_s": {}, "heads": {}, "real": {}}
-    barrier()
-    res["memcpy_gbps"] = memcpy_gbps()
-    for rate in rates:
+    res: dict = {"duplex": {}, "call_s": {}, "heads": {}, "real": {}}
+    # None: the unshaped link, where the host's own work sets the pace (the model's host time)
+    for rate in [None, *rates]:
         shape(rate)
-        res["duplex"][str(rate)] = duplex_factor() if spec["transport"] == "mpi" else 1.0
+        res["duplex"][str(rate)] = duplex_factor() if spec["transport"] == "mpi" and rate else 1.0
         res["call_s"][str(rate)] = float(np.median([distributed.time_allreduce_list([[1]]) for _ in range(5)]))
+        _log(world, f"link @{rate} Gbit/s: duplex factor {res['duplex'][str(rate)]:.2f}, "
+                    f"4-byte allreduce {res['call_s'][str(rate)] * 1e3:.0f} ms")  # fmt: skip
+    for codec in spec["codecs"] if spec["real_shapes"] else []:
+        dtype = "float16" if codec == "fp16" else "float32"
+        for rate in [None, *rates]:
+            shape(rate)
+            seconds = distributed.time_allreduce_list(spec["real_shapes"], dtype)
+            res["real"].setdefault(codec, {})[str(rate)] = seconds
+            _log(world, f"real flatten gradients {codec} @{rate} Gbit/s: allreduce {seconds:.2f} s")
     for head in spec["heads"]:
         cfg = replace(base, model=replace(base.model, head=head))
         entry = res["heads"][head] = {"calib": calibrate(cfg, batch, barrier), "runs": {}}
         tf.keras.backend.clear_session()
+        _log(world, f"{head} compute: " + ", ".join(f"{k} {v:.2f}" for k, v in entry["calib"].items()))
         for codec in spec["codecs"]:
             c = replace(cfg, train=replace(cfg.train, compression=codec, batch_size=batch))
             model = compile_model(c, 1e-4)
@@ -136,6 +136,10 @@ def run(spec: dict) -> dict:
             model.train_on_batch(x, y)  # trace, and Horovod's first negotiation of every tensor
             shapes = [list(map(int, v.shape)) for v in model.trainable_variables]
             dtype = "float16" if codec == "fp16" else "float32"
+            shape(None)
+            entry["runs"].setdefault(codec, {})["None"] = {
+                "allreduce_s": distributed.time_allreduce_list(shapes, dtype)
+            }
             for rate in rates:
                 shape(rate)
                 steps = _times(lambda m=model, x=x, y=y: m.train_on_batch(x, y), spec["steps"], barrier)
@@ -144,13 +148,6 @@ def run(spec: dict) -> dict:
                 _log(world, f"{head} {codec} @{rate} Gbit/s: steps {_fmt(steps)} s, allreduce {reduce_s:.2f} s")
             del model
             tf.keras.backend.clear_session()
-    for codec in spec["codecs"] if spec["real_shapes"] else []:
-        dtype = "float16" if codec == "fp16" else "float32"
-        for rate in rates:
-            shape(rate)
-            seconds = distributed.time_allreduce_list(spec["real_shapes"], dtype)
-            res["real"].setdefault(codec, {})[str(rate)] = seconds
-            _log(world, f"real flatten gradients {codec} @{rate} Gbit/s: allreduce {seconds:.2f} s")
     shape(None)
     return res
 

@@ -278,7 +278,10 @@ class Network:
         cmd = ["mpirun", "--hostfile", str(hostfile), "-np", str(ranks_per_node * len(self.nodes)),
                "--mca", "plm_rsh_agent", str(self.dir / "rsh-agent"), "--mca", "plm_rsh_no_tree_spawn", "1",
                "--mca", "btl", "self,vader,tcp", "--mca", "btl_tcp_if_include", IFACE,
-               "--mca", "oob_tcp_if_include", IFACE]  # fmt: skip
+               "--mca", "oob_tcp_if_include", IFACE,
+               # The "nodes" share this machine's cores: a rank waiting in MPI must yield them,
+               # not spin (Open MPI spins when a node's slots are not oversubscribed).
+               "--mca", "mpi_yield_when_idle", "1"]  # fmt: skip
         for key, value in env.items():
             cmd += ["-x", f"{key}={value}"]
         if transport == "gloo":
