@@ -133,6 +133,17 @@ def cmd_bench_input(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_loop(args: argparse.Namespace) -> int:
+    from hpml import distributed
+    from hpml.bench_loop import bench
+
+    setup_logging(distributed.init(), logging.DEBUG if args.verbose else logging.INFO)
+    cfg = load_config(args.config, args.overrides)
+    shards = args.shards or _required(cfg.data.shards, "--shards", "data.shards")
+    bench(cfg, Path(shards), args.steps, args.rounds, args.json)
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.compare:
         return _compare(args)
@@ -293,7 +304,12 @@ def cmd_bench_scaling(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     a = Assumptions(args.device_tflops, args.intra_gbps, args.inter_gbit, args.gpus_per_node,
                     args.batch_per_gpu or cfg.train.batch_size)  # fmt: skip
-    results = bench(cfg, a, [int(n) for n in args.gpus.split(",")], measure=not args.no_measure)
+    measure = None
+    if args.measure:
+        measure = {"size": args.measure_size, "batch": args.measure_batch or cfg.train.batch_size,
+                   "rates": [float(r) for r in args.rates.split(",")], "steps": args.steps,
+                   "transport": args.transport}  # fmt: skip
+    results = bench(cfg, a, [int(n) for n in args.gpus.split(",")], measure)
     if args.json:
         dump(results, args.json)
     return 0

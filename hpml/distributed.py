@@ -6,6 +6,7 @@ Everything else asks this module, so a laptop without a working Horovod still tr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 
@@ -47,14 +48,55 @@ def world() -> World:
     return World(_hvd.rank(), _hvd.size(), _hvd.local_rank())
 
 
-def scaled_lr(lr: float, batch: int, base_batch: int, size: int, rule: str) -> float:
-    """LR for the global batch `batch * size`, given `lr` was tuned for `base_batch`."""
-    ratio = batch * size / base_batch
+def global_batch(batch: int, size: int, accumulate_steps: int = 1) -> int:
+    """Images behind one optimizer update: per-rank batch x ranks x accumulated micro-batches."""
+    return batch * size * accumulate_steps
+
+
+def scaled_lr(lr: float, batch: int, base_batch: int, size: int, rule: str, accumulate_steps: int = 1) -> float:
+    """LR for the global batch (`global_batch`), given `lr` was tuned for `base_batch`."""
+    ratio = global_batch(batch, size, accumulate_steps) / base_batch
     return {"linear": lr * ratio, "sqrt": lr * math.sqrt(ratio), "none": lr}[rule]
 
 
-def distributed_optimizer(optimizer):
-    return optimizer if _hvd is None else _hvd.DistributedOptimizer(optimizer)
+def distributed_optimizer(optimizer, compression: str = "none", accumulate_steps: int = 1):
+    """Horovod's DistributedOptimizer: gradients averaged over ranks, optionally cast to fp16 on
+    the wire, optionally summed over `accumulate_steps` micro-batches before one allreduce.
+
+    With accumulation Horovod divides the summed gradients by `accumulate_steps`
+    (average_aggregated_gradients), so N micro-batches of B give the update of one N*B batch.
+    """
+    if _hvd is None:
+        if accumulate_steps > 1:
+            raise RuntimeError("train.accumulate_steps > 1 needs Horovod, which is not available here")
+        if compression != "none":
+            log.warning("train.compression=%s ignored: a single process allreduces nothing", compression)
+        return optimizer
+    codec = {"none": _hvd.Compression.none, "fp16": _hvd.Compression.fp16}[compression]
+    return _hvd.DistributedOptimizer(optimizer, compression=codec, backward_passes_per_step=accumulate_steps,
+                                     average_aggregated_gradients=True)  # fmt: skip
+
+
+def whole_step_xla(jit_compile: bool) -> bool:
+    """Whether Keras may compile the whole train step with XLA (`compile(jit_compile=...)`).
+
+    HorovodAllreduce has no XLA kernel (CPU builds; GPU builds only with HOROVOD_ENABLE_XLA_OPS=1),
+    and a step that contains one fails to compile. Under Horovod the model's ops are therefore
+    auto-clustered by XLA and the allreduce stays a TensorFlow op, as Horovod's XLA guide says.
+    On CPU hosts TensorFlow clusters only with TF_XLA_FLAGS=--tf_xla_cpu_global_jit in the
+    environment before it starts; GPUs cluster without it.
+    """
+    import os
+
+    import tensorflow as tf
+
+    if not jit_compile:
+        return False
+    if _hvd is None or os.environ.get("HOROVOD_ENABLE_XLA_OPS") == "1":
+        return True
+    tf.config.optimizer.set_jit("autoclustering")
+    log.info("train.jit_compile: XLA auto-clustering (the Horovod allreduce stays outside XLA)")
+    return False
 
 
 def keras_callbacks() -> list:
@@ -71,6 +113,16 @@ def allreduce_sum(values: np.ndarray, name: str) -> np.ndarray:
     import horovod.tensorflow as hvd_tf
 
     return hvd_tf.allreduce(np.asarray(values), op=hvd_tf.Sum, name=name).numpy()
+
+
+def allreduce_max(values, name: str) -> np.ndarray:
+    """Element-wise maximum over ranks (integers)."""
+    values = np.asarray(values, np.int64)
+    if _hvd is None:
+        return values
+    import horovod.tensorflow as hvd_tf
+
+    return hvd_tf.allreduce(values, op=hvd_tf.Max, name=name).numpy()
 
 
 def any_rank(flag: bool, name: str = "any_rank") -> bool:
@@ -139,3 +191,47 @@ def time_allreduce(nbytes: int, repeats: int = 3) -> float:
 def barrier() -> None:
     if _hvd is not None:
         allreduce_sum(np.zeros(1, np.int32), "barrier")
+
+
+@contextlib.contextmanager
+def gloo_rendezvous(slots: str):
+    """Horovod's Gloo rendezvous server for `slots` ("host:n,host:n"), as `horovodrun --gloo` runs
+    it; yields its port (ranks find it through HOROVOD_GLOO_RENDEZVOUS_ADDR/PORT)."""
+    from horovod.runner.common.util.hosts import get_host_assignments, parse_hosts
+    from horovod.runner.http.http_server import RendezvousServer
+
+    hosts = parse_hosts(slots)
+    server = RendezvousServer()
+    port = server.start()
+    try:
+        server.init(get_host_assignments(hosts, sum(h.slots for h in hosts)))
+        yield port
+    finally:
+        server.stop()
+
+
+def time_allreduce_list(shapes: list[list[int]], dtype: str = "float32", compression: str = "none") -> float:
+    """Seconds to allreduce (average) tensors of `shapes` the way DistributedOptimizer does: one
+    Horovod allreduce per tensor, all issued together from one graph, so Horovod fuses them as in
+    a training step. Traced before the clock starts; every rank starts together (a benchmark)."""
+    import gc
+    import time
+
+    import horovod.tensorflow as hvd_tf
+    import tensorflow as tf
+
+    codec = {"none": hvd_tf.Compression.none, "fp16": hvd_tf.Compression.fp16}[compression]
+    tensors = [tf.ones(shape, dtype) for shape in shapes]
+
+    @tf.function
+    def reduce_all(ts):  # the tensors are arguments, not captures: they go when this returns
+        return [hvd_tf.allreduce(t, op=hvd_tf.Average, compression=codec, name=f"list_{i}") for i, t in enumerate(ts)]
+
+    reduce_all.get_concrete_function(tensors)
+    barrier()
+    start = time.perf_counter()
+    out = reduce_all(tensors)  # returns when every allreduce is done
+    seconds = time.perf_counter() - start
+    del out, tensors, reduce_all
+    gc.collect()  # 2 x 2.2 GB per rank for the flatten model: free it before the next call
+    return seconds

@@ -71,7 +71,15 @@ class TrainPlan:
         self.world, self.seed = world, t.seed
         self.groups = [Group(keep, per_batch, drives, self._count(keep)) for keep, per_batch, drives in _groups(t)]
         self._check(t)
-        self.natural_steps = min((g.total // world.size) // g.per_batch for g in self.groups if g.drives_epoch)
+        natural = min((g.total // world.size) // g.per_batch for g in self.groups if g.drives_epoch)
+        # Whole optimizer updates only: an epoch (and its checkpoint) never ends with gradients
+        # waiting in Horovod's accumulator. config.py checks a fixed steps_per_epoch the same way.
+        self.natural_steps = natural - natural % t.accumulate_steps
+        if self.natural_steps == 0:
+            raise TrainDataError(
+                f"an epoch of the train split is {natural} step(s) per rank, fewer than train.accumulate_steps "
+                f"({t.accumulate_steps}): lower accumulate_steps, the batch size or the rank count"
+            )
         self.steps = t.steps_per_epoch or self.natural_steps  # the same on every rank
 
     def _count(self, keep: frozenset[int]) -> int:

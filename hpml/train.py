@@ -19,13 +19,13 @@ from pathlib import Path
 import tensorflow as tf
 
 from hpml import checkpoints, distributed
+from hpml.callbacks import StepProgress, Warmup, training_callbacks
 from hpml.checkpoints import TrainState
 from hpml.config import CLASSES, Config, save_config
 from hpml.data import stage, train_dataset, train_shard_labels
 from hpml.epoch_end import record_epoch, validate, weights_digest
 from hpml.epoch_plan import TrainDataError, TrainPlan
-from hpml.failure import at, phase
-from hpml.logs import Progress
+from hpml.failure import phase
 from hpml.models import build_model, parameter_counts
 from hpml.plateau import plateau_step
 from hpml.preemption import REQUEUE_EXIT_CODE, Preemption, clear_marker, install_handlers, write_marker
@@ -37,45 +37,6 @@ from hpml.status import StatusWriter
 from hpml.world import World
 
 log = logging.getLogger(__name__)
-
-
-class Warmup(tf.keras.callbacks.Callback):
-    """Linear LR ramp from the single-worker LR to the scaled LR over the first steps."""
-
-    def __init__(self, start_lr: float, target_lr: float, steps: int, first_step: int) -> None:
-        super().__init__()
-        self.start, self.target, self.steps, self.step = start_lr, target_lr, steps, first_step
-
-    def on_train_batch_begin(self, batch, logs=None) -> None:
-        if self.step < self.steps:
-            frac = (self.step + 1) / self.steps
-            self.model.optimizer.learning_rate.assign(self.start + (self.target - self.start) * frac)
-        self.step += 1
-
-
-class StepProgress(tf.keras.callbacks.Callback):
-    """Steps within an epoch on rank 0: a bar on a terminal, a line every 30 s in a SLURM log.
-
-    Also the per-step fault-injection point `step` (hpml.faults)."""
-
-    def __init__(self, world: World) -> None:
-        super().__init__()
-        self.world, self.view, self.label, self.total = world, None, "", 0
-
-    def start(self, label: str, total: int) -> None:
-        self.label, self.total = label, total
-
-    def on_train_begin(self, logs=None) -> None:
-        self.view = Progress(self.total, self.label, self.world, unit="step")
-
-    def on_train_batch_begin(self, batch, logs=None) -> None:
-        at("step")
-
-    def on_train_batch_end(self, batch, logs=None) -> None:
-        self.view.update()
-
-    def on_train_end(self, logs=None) -> None:
-        self.view.close()
 
 
 def _optimizer(cfg: Config, lr: float):
@@ -91,8 +52,10 @@ def compile_model(cfg: Config, lr: float, world: World) -> tf.keras.Model:
     # every rank would waste the regularisation. The weights are rank 0's (broadcast on resume).
     tf.keras.utils.set_random_seed(cfg.train.seed + 1_000_003 * world.rank)
     model = build_model(cfg.model, cfg.data.image_size)
-    optimizer = distributed.distributed_optimizer(_optimizer(cfg, lr))
-    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    t = cfg.train
+    optimizer = distributed.distributed_optimizer(_optimizer(cfg, lr), t.compression, t.accumulate_steps)
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                  jit_compile=distributed.whole_step_xla(t.jit_compile))  # fmt: skip
     return model
 
 
@@ -121,7 +84,7 @@ def _log_start(model: tf.keras.Model, cfg: Config, world: World, plan: TrainPlan
 def train(cfg: Config, shard_dir: Path, run_dir: Path, restart: bool = False) -> int:
     install_handlers()  # first: a preemption signal during start-up (staging, model build) is kept, not fatal
     world = distributed.init()
-    preemption = Preemption().install()  # first: a warning signal during start-up must not be fatal
+    preemption = Preemption(cfg.train.accumulate_steps, cfg.train.stop_check_steps).install()
     # The run records where its data really came from: evaluation reads the same shards.
     cfg = replace(cfg, data=replace(cfg.data, shards=str(Path(shard_dir).resolve())))
     with phase("startup"):
@@ -155,7 +118,7 @@ def _train(cfg: Config, shard_dir: Path, run_dir: Path, restart: bool, world: Wo
     if cfg.data.verify:
         with phase("verify"):
             verify_shards(shard_dir, manifest, world, ("train", "val") if t.validate else ("train",))
-    lr = distributed.scaled_lr(t.lr, t.batch_size, t.base_batch, world.size, t.lr_scaling)
+    lr = distributed.scaled_lr(t.lr, t.batch_size, t.base_batch, world.size, t.lr_scaling, t.accumulate_steps)
     with phase("build"):
         model = compile_model(cfg, lr, world)
     if world.is_root:
@@ -168,8 +131,8 @@ def _train(cfg: Config, shard_dir: Path, run_dir: Path, restart: bool, world: Wo
     resumed_epoch: int | None = state.epoch
     status = StatusWriter(run_dir, world, state, t.epochs, plan.steps, t.batch_size * world.size)  # RUN/status.json
     progress = StepProgress(world)
-    callbacks = [*distributed.keras_callbacks(), Warmup(t.lr, lr, int(t.warmup_epochs * plan.steps), state.global_step),
-                 preemption, progress, status.callback()]  # fmt: skip
+    warmup = Warmup(t.lr, lr, int(t.warmup_epochs * plan.steps), state.global_step)
+    callbacks = training_callbacks(preemption, warmup, progress, [status.callback()])
     class_weight = {i: t.class_weights[c] for i, c in enumerate(CLASSES)}
     class_weight = None if len(set(class_weight.values())) == 1 else class_weight
     writer = tf.summary.create_file_writer(str(run_dir / "tensorboard")) if world.is_root else None
@@ -180,8 +143,8 @@ def _train(cfg: Config, shard_dir: Path, run_dir: Path, restart: bool, world: Wo
             progress.start(f"epoch {state.epoch + 1}/{t.epochs}", remaining)
             with phase("fit"):
                 _fit(model, plan, cfg, state, remaining, callbacks, class_weight, preemption, shard_dir)
-            if preemption.requested:
-                return _preempted(model, run_dir, state, fp, world)
+        if preemption.requested or preemption.at_epoch_end():  # a stop agreed in the epoch, or at its end
+            return _preempted(model, run_dir, state, fp, world)
         with phase("validate"):
             distributed.average_non_trainable(model)
             val_loss, val_acc = validate(model, shard_dir, cfg, world) if t.validate else ("", "")

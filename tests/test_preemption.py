@@ -9,7 +9,9 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 from conftest import MPI_ENV, REPO, hpml
@@ -65,3 +67,34 @@ def test_usr1_before_tensorflow_is_loaded_is_kept_and_checkpointed(shards, tmp_p
     assert "received SIGUSR1" in out and "preempted at epoch 0 step 1: checkpoint saved" in out, out
     assert json.loads((run / "checkpoints" / "ckpt-1.json").read_text())["state"]["global_step"] == 1
     assert (run / MARKER).read_text().splitlines()[0] == "job=4242 restart=2"  # what the job script compares
+
+
+def test_check_interval_keeps_the_checks_under_budget_and_within_the_time_bound():
+    from hpml.preemption import CHECK_BUDGET, MAX_CHECK_INTERVAL_S, check_every
+
+    # A 20 ms GPU step and a 3 ms check: every 30 steps is 3 ms per 600 ms = 0.5 %.
+    assert check_every(0.020, 0.003, 1) == 30
+    assert check_every(0.020, 0.003, 4) == 32  # whole optimizer updates only
+    for step_s, check_s, unit in [(0.02, 0.003, 1), (0.005, 0.002, 2), (0.3, 0.001, 1), (1.0, 0.0001, 3)]:
+        k = check_every(step_s, check_s, unit)
+        assert k % unit == 0 and check_s / (k * step_s) <= CHECK_BUDGET
+    # Slow steps, a slow check: the time bound wins (a stop must come well within SLURM's warning).
+    assert check_every(10.0, 1.0, 1) * 10.0 <= MAX_CHECK_INTERVAL_S
+
+
+def test_the_training_callbacks_never_force_a_host_sync_per_step():
+    import tensorflow as tf
+
+    from hpml.callbacks import StepProgress, Warmup, training_callbacks
+    from hpml.checkpoints import TrainState
+    from hpml.preemption import Preemption
+    from hpml.status import StatusWriter
+    from hpml.world import World
+
+    status = StatusWriter(Path(tempfile.mkdtemp()), World(), TrainState(), 1, 10, 8)
+    callbacks = training_callbacks(Preemption(), Warmup(1e-3, 2e-3, 10, 0), StepProgress(World()),
+                                   [status.callback()])  # fmt: skip
+    listed = tf.keras.callbacks.CallbackList(callbacks)
+    # Keras converts a step's logs to numpy (waiting for the device) unless every callback with
+    # batch hooks takes tensors.
+    assert listed._batch_hooks_support_tf_logs, [type(c).__name__ for c in callbacks]

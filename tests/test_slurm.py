@@ -130,7 +130,7 @@ def test_time_limit_signal_from_slurm_checkpoints_requeues_and_resumes(cluster, 
     # While it waits to run again, shorten the run to two more epochs (epochs is only the
     # stopping point; the resumed run's data position and optimizer state are untouched).
     newest = max((run / "checkpoints").glob("ckpt-*.json"), key=lambda p: int(p.stem.split("-")[1]))
-    preempted = json.loads(newest.read_text())
+    preempted = json.loads(newest.read_text())["state"]
     config = run / "slurm" / "config.yaml"
     cfg = yaml.safe_load(config.read_text())
     cfg["train"]["epochs"] = preempted["epoch"] + 2

@@ -8,6 +8,7 @@ command, must end with bit-identical weights on every rank and the same learning
 
 import json
 import os
+import re
 import subprocess
 import time
 
@@ -145,3 +146,36 @@ def test_a_second_training_of_the_same_run_is_refused(shards, tmp_path):
     code, log = run(train_cmd(shards, run_dir, *SMALL, "train.epochs=1"))
     assert code == 0, log
     assert "taking over the stale lock" in log and not (run_dir / ".lock").exists()
+
+
+def _stops(log: str) -> set[tuple[int, int]]:
+    return {(int(e), int(s)) for e, s in re.findall(r"preempted at epoch (\d+) step (\d+)", log)}
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_calibrated_stop_checks_stop_every_rank_at_one_agreed_step(shards, tmp_path, accumulate):
+    """No collective per step: the ranks check every K steps (agreed after timing the first
+    steps) and at epoch ends. A USR1 on rank 1 alone stops both ranks at the first check after it,
+    at an optimizer-update boundary, and the run still ends bit-identical to an uninterrupted one.
+    Checks fall at steps u, u + 10 and 2u + 10 of the process (u = accumulate), then every K,
+    and at each epoch's end (an epoch is 10 steps with accumulate 2, 11 without)."""
+    calibrated = [*SMALL, *PLATEAU, "train.stop_check_steps=null", f"train.accumulate_steps={accumulate}"]
+    code, log = run(train_cmd(shards, tmp_path / "reference", *calibrated))
+    assert code == 0, log
+    want = digests(log)
+    steps = 11 - 11 % accumulate
+    agreed = [int(k) for k in re.findall(r"preemption checks agreed: every (\d+) steps from step (\d+)", log)[0]]
+    every, start = agreed
+    assert every % accumulate == 0 and start == 2 * accumulate + 10
+    checks = {accumulate, accumulate + 10} | set(range(start, 3 * steps + 1, every))
+    checks |= {steps * e for e in (1, 2, 3)}
+    fault_at = 13  # after the agreement: the stop waits for the next check
+    run_dir = tmp_path / "run"
+    code, log = run(train_cmd(shards, run_dir, *calibrated), fault=f"step@{fault_at}:1:usr1")
+    assert code == REQUEUE_EXIT_CODE, log
+    ((epoch, step),) = _stops(log)  # one stop, the same on every rank
+    stopped_at = epoch * steps + step
+    assert stopped_at == min(c for c in checks if c >= fault_at) and stopped_at % accumulate == 0, (log, checks)
+    code, log = run(train_cmd(shards, run_dir, *calibrated))
+    assert code == 0, log
+    assert digests(log) == want and len(set(want.values())) == 1

@@ -14,10 +14,12 @@ import tensorflow as tf
 from conftest import MPI_ENV, REPO
 
 DEMO = REPO / "configs" / "demo.yaml"
-# Made shards (tests/shardmaker.py) are 16 px and need neither augmentation nor many steps.
+# Made shards (tests/shardmaker.py) are 16 px and need neither augmentation nor many steps. The
+# preemption check every step puts a stop injected at step N exactly at N (tests that exercise the
+# calibrated schedule set train.stop_check_steps=null).
 SMALL = ["data.image_size=16", "train.batch_size=4", "train.base_batch=4", "train.warmup_epochs=0",
          "train.augment.rotation=0", "train.augment.shift=0", "train.augment.zoom=0", "train.augment.flip=false",
-         "train.augment.brightness=0"]  # fmt: skip
+         "train.augment.brightness=0", "train.stop_check_steps=1"]  # fmt: skip
 
 
 def train_cmd(shards, run_dir, *overrides, np=2, args=()):

@@ -1,0 +1,175 @@
+"""One rank of `hpml bench scaling --measure`, started under mpirun on the 2-node network.
+
+    python -m hpml.bench_worker SPEC.json      (hpml.bench_netsim writes the spec and reads OUT)
+
+Every rank runs the same phases in step (barriers), and each node shapes its own egress
+(`netsim.shape_here`) before each link rate:
+
+Rate None is the unshaped link: there the host's own work sets the pace, which the model takes
+as the host time of those bytes (hpml.comm_model).
+
+1. per rate: the time of a 4-byte allreduce (fixed cost) and, MPI transport only, a two-way
+   exchange against a one-way send (the duplex factor);
+2. the gradient list of the configured (full-size) flatten model: allreduce per codec and rate.
+   fp16 sends float16 tensors, which is what crosses the wire under Compression.fp16 (the casts
+   around it, local work, are left out: 2.2 GB of float32 twice over would not fit two ranks here);
+3. per head at the measure size: local compute without Horovod (forward, whole step, optimizer
+   apply), then per codec and rate: Horovod training steps and a standalone allreduce of the
+   model's gradient list (float16 tensors for fp16, as in 2).
+
+Rank 0 writes the numbers to spec["out"] as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import replace
+
+import numpy as np
+
+
+def _times(fn, repeats: int, barrier) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        barrier()
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def duplex_factor(nbytes: int = 32 * 2**20) -> float:
+    """Time of a simultaneous exchange over time of a one-way send of the same bytes (MPI)."""
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    rank, peer = comm.Get_rank(), 1 - comm.Get_rank()
+    buf, recv = np.ones(nbytes, np.uint8), np.empty(nbytes, np.uint8)
+
+    def one_way():
+        (comm.Send(buf, peer) if rank == 0 else comm.Recv(recv, peer))
+        comm.Barrier()
+
+    def exchange():
+        comm.Sendrecv(buf, peer, recvbuf=recv, source=peer)
+        comm.Barrier()
+
+    exchange()
+    t_one = min(_times(one_way, 2, comm.Barrier))
+    t_two = min(_times(exchange, 2, comm.Barrier))
+    return t_two / t_one
+
+
+def calibrate(cfg, batch: int, barrier) -> dict:
+    """Local compute of one step with a plain Keras optimizer, both ranks busy at once."""
+    import tensorflow as tf
+
+    from hpml.models import build_model
+    from hpml.train import _optimizer
+
+    size = cfg.data.image_size
+    model = build_model(cfg.model, size)
+    opt = _optimizer(cfg, 1e-4)
+    model.compile(opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    x, y = np.zeros((batch, size, size, 1), np.uint8), np.zeros(batch, np.int64)
+    forward = tf.function(lambda: model(x, training=True))
+    zeros = [tf.zeros_like(v) for v in model.trainable_variables]
+    apply = tf.function(lambda: opt.apply_gradients(zip(zeros, model.trainable_variables, strict=True)))
+    for fn in (lambda: model.train_on_batch(x, y), forward, apply):
+        fn()  # trace
+    out = {
+        "step_s": float(np.median(_times(lambda: model.train_on_batch(x, y), 2, barrier))),
+        "fwd_s": float(np.median(_times(forward, 2, barrier))),
+        "apply_s": float(np.median(_times(apply, 2, barrier))),
+    }
+    out["bwd_s"] = max(0.0, out["step_s"] - out["fwd_s"] - out["apply_s"])
+    return out
+
+
+def run(spec: dict) -> dict:
+    import tensorflow as tf
+
+    from hpml import distributed
+    from hpml.config import Config, build_dataclass
+    from hpml.netsim import shape_here
+    from hpml.train import compile_model
+
+    world = distributed.init(pin_gpu=False)
+    barrier = distributed.barrier
+
+    def shape(rate):
+        barrier()
+        if world.local_rank == 0:
+            shape_here(rate)
+        barrier()
+
+    base = build_dataclass(Config, spec["config"], "bench spec")
+    base = replace(base, data=replace(base.data, image_size=spec["size"]))
+    batch, rates = spec["batch"], spec["rates"]
+    res: dict = {"duplex": {}, "call_s": {}, "heads": {}, "real": {}}
+    # None: the unshaped link, where the host's own work sets the pace (the model's host time)
+    for rate in [None, *rates]:
+        shape(rate)
+        res["duplex"][str(rate)] = duplex_factor() if spec["transport"] == "mpi" and rate else 1.0
+        res["call_s"][str(rate)] = float(np.median([distributed.time_allreduce_list([[1]]) for _ in range(5)]))
+        _log(world, f"link @{rate} Gbit/s: duplex factor {res['duplex'][str(rate)]:.2f}, "
+                    f"4-byte allreduce {res['call_s'][str(rate)] * 1e3:.0f} ms")  # fmt: skip
+    for codec in spec["codecs"] if spec["real_shapes"] else []:
+        dtype = "float16" if codec == "fp16" else "float32"
+        for rate in [None, *rates]:
+            shape(rate)
+            seconds = distributed.time_allreduce_list(spec["real_shapes"], dtype)
+            res["real"].setdefault(codec, {})[str(rate)] = seconds
+            _log(world, f"real flatten gradients {codec} @{rate} Gbit/s: allreduce {seconds:.2f} s")
+    for head in spec["heads"]:
+        cfg = replace(base, model=replace(base.model, head=head))
+        entry = res["heads"][head] = {"calib": calibrate(cfg, batch, barrier), "runs": {}}
+        tf.keras.backend.clear_session()
+        _log(world, f"{head} compute: " + ", ".join(f"{k} {v:.2f}" for k, v in entry["calib"].items()))
+        for codec in spec["codecs"]:
+            c = replace(cfg, train=replace(cfg.train, compression=codec, batch_size=batch))
+            model = compile_model(c, 1e-4, world)
+            distributed.broadcast_weights(model)
+            x, y = np.zeros((batch, spec["size"], spec["size"], 1), np.uint8), np.zeros(batch, np.int64)
+            model.train_on_batch(x, y)  # trace, and Horovod's first negotiation of every tensor
+            shapes = [list(map(int, v.shape)) for v in model.trainable_variables]
+            dtype = "float16" if codec == "fp16" else "float32"
+            shape(None)
+            entry["runs"].setdefault(codec, {})["None"] = {
+                "allreduce_s": distributed.time_allreduce_list(shapes, dtype)
+            }
+            for rate in rates:
+                shape(rate)
+                steps = _times(lambda m=model, x=x, y=y: m.train_on_batch(x, y), spec["steps"], barrier)
+                reduce_s = distributed.time_allreduce_list(shapes, dtype)
+                entry["runs"].setdefault(codec, {})[str(rate)] = {"steps_s": steps, "allreduce_s": reduce_s}
+                _log(world, f"{head} {codec} @{rate} Gbit/s: steps {_fmt(steps)} s, allreduce {reduce_s:.2f} s")
+            del model
+            tf.keras.backend.clear_session()
+    shape(None)
+    return res
+
+
+def _fmt(times: list[float]) -> str:
+    return " ".join(f"{t:.2f}" for t in times)
+
+
+def _log(world, text: str) -> None:
+    if world.is_root:
+        print(f"[bench] {text}", flush=True)
+
+
+def main() -> None:
+    spec = json.loads(open(sys.argv[1]).read())
+    res = run(spec)
+    from hpml import distributed
+
+    if distributed.world().is_root:
+        with open(spec["out"], "w") as fh:
+            json.dump(res, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
