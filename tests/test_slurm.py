@@ -155,8 +155,10 @@ def test_scancel_ends_a_training_job_without_requeue(cluster, data, tmp_path):
     job = ids["train"]
     # Past the first epoch: steps are quick now, so the ranks checkpoint well within KillWait
     # (an old script then requeued the cancelled job on the ranks' exit 75).
-    poll(lambda: "INFO hpml.train: epoch 1/" in log_of(run, job), "the first epoch", 400)
-    cluster.run("scancel", job)
+    try:
+        poll(lambda: "INFO hpml.epoch_end: epoch 1/" in log_of(run, job), "the first epoch", 400)
+    finally:
+        cluster.run("scancel", job)  # also when the poll fails: a 1000-epoch job would hold the cluster
     poll(lambda: cluster.job(job)["JobState"] == "CANCELLED", "the job to end")
     poll(lambda: "it will not be requeued" in log_of(run, job), "the script's TERM trap")
     time.sleep(35)  # KillWait: the script could still act until SLURM kills it
