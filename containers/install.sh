@@ -78,9 +78,12 @@ requirements() {
   HPML_TENSORFLOW=$variant "$PY" - "$SRC/setup.py" <<'EOF'
 import runpy, sys, types
 captured = {}
-shim = types.ModuleType("setuptools")
+shim = types.ModuleType("setuptools")  # setup.py runs without setuptools: only its arguments matter
 shim.setup = lambda **kwargs: captured.update(kwargs)
-sys.modules["setuptools"] = shim
+command, build_py = types.ModuleType('setuptools.command'), types.ModuleType('setuptools.command.build_py')
+build_py.build_py = type('build_py', (), {})
+shim.command, command.build_py = command, build_py
+sys.modules.update({'setuptools': shim, 'setuptools.command': command, 'setuptools.command.build_py': build_py})
 runpy.run_path(sys.argv[1])
 print("\n".join(captured["install_requires"]))
 EOF
