@@ -84,7 +84,8 @@ def test_sweep_as_a_job_array_watched_preempted_resumed_and_reported(cluster, sh
     assert [p["job"]["id"] for p in st["points"]] == [f"{array}_{i}" for i in range(4)]
     waiting = st["points"][3]
     assert waiting["job"]["state"] == "PENDING" and waiting["job"]["source"] == "scontrol", waiting
-    assert waiting["job"]["reason"] in ("JobArrayTaskLimit", "Priority", "Resources", None), waiting  # None: not yet scheduled
+    # None: the scheduler has not looked at the task yet
+    assert waiting["job"]["reason"] in ("JobArrayTaskLimit", "Priority", "Resources", None), waiting
     assert waiting["progress"]["epochs_done"] == 0 and waiting["progress"]["epoch"] is None
 
     # Running: point 1 has started training (rank 0 wrote its status file).
