@@ -98,3 +98,19 @@ def test_the_training_callbacks_never_force_a_host_sync_per_step():
     # Keras converts a step's logs to numpy (waiting for the device) unless every callback with
     # batch hooks takes tensors.
     assert listed._batch_hooks_support_tf_logs, [type(c).__name__ for c in callbacks]
+
+
+def test_bench_loop_times_both_loops_and_reports_the_agreed_check_interval(tmp_path):
+    from shardmaker import write_shards
+    from trainutil import SMALL
+
+    write_shards(tmp_path / "shards", {"train-00000-00000.tfrecord": [0, 1, 2] * 40,
+                                       "val-00000-00000.tfrecord": [0, 1, 2]})  # fmt: skip
+    sets = [a for item in SMALL if not item.startswith("train.stop_check_steps") for a in ("--set", item)]
+    proc = hpml("bench", "loop", "--config", DEMO, "--shards", tmp_path / "shards", "--steps", "14", "--rounds", "2",
+                "--json", tmp_path / "loop.json", *sets, "--set", "train.accumulate_steps=2", np=2)  # fmt: skip
+    result = json.loads((tmp_path / "loop.json").read_text())
+    assert result["steps_per_fit"] == 14 and result["ranks"] == 2
+    assert set(result["steps_per_s"]) == {"bare", "hpml"} and min(result["steps_per_s"].values()) > 0
+    assert result["check_every"] % 2 == 0  # agreed by both ranks, whole updates
+    assert f"ratio hpml/bare = {result['ratio']:.3f}" in proc.stdout
