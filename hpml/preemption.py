@@ -172,10 +172,6 @@ def _callback_class() -> type:
         def signalled(self) -> bool:
             return received() is not None
 
-        def install(self) -> Preemption:
-            install_handlers()
-            return self
-
         def at_epoch_end(self) -> bool:
             """The check between two fits (the collective on every rank): stop here?"""
             self.requested = self.requested or distributed.any_rank(self.signalled, "preemption_epoch")

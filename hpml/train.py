@@ -84,7 +84,7 @@ def _log_start(model: tf.keras.Model, cfg: Config, world: World, plan: TrainPlan
 def train(cfg: Config, shard_dir: Path, run_dir: Path, restart: bool = False) -> int:
     install_handlers()  # first: a preemption signal during start-up (staging, model build) is kept, not fatal
     world = distributed.init()
-    preemption = Preemption(cfg.train.accumulate_steps, cfg.train.stop_check_steps).install()
+    preemption = Preemption(cfg.train.accumulate_steps, cfg.train.stop_check_steps)
     # The run records where its data really came from: evaluation reads the same shards.
     cfg = replace(cfg, data=replace(cfg.data, shards=str(Path(shard_dir).resolve())))
     with phase("startup"):

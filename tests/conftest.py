@@ -74,3 +74,17 @@ def demo_run(tmp_path_factory) -> Path:
     hpml("train", "--config", demo, "--shards", root / "shards", "--run-dir", root / "run",
          "--set", "train.epochs=6", "--set", "train.steps_per_epoch=30", np=2)  # fmt: skip
     return root
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A real SLURM cluster (tests/slurmcluster.py) per test module; skipped where none can run."""
+    from slurmcluster import LocalSlurm, SlurmUnavailable
+
+    c = LocalSlurm(tmp_path_factory.mktemp("slurm"))
+    try:
+        c.start()
+    except SlurmUnavailable as exc:
+        pytest.skip(f"no local SLURM cluster: {exc}")
+    yield c
+    c.stop()

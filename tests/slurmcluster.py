@@ -191,3 +191,12 @@ PartitionName=debug Nodes={",".join(NODES)} Default=YES MaxTime=INFINITE State=U
                 return info
             time.sleep(1)
         raise TimeoutError(f"job {job_id} still {info.get('JobState')} after {timeout}s")
+
+
+def poll(predicate, what: str, timeout: float = 300, every: float = 0.5):
+    """Wait for `predicate()` to return something true; that value, or an assertion naming `what`."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        time.sleep(every)
+    return value

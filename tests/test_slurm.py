@@ -13,7 +13,7 @@ import time
 import pytest
 import yaml
 from conftest import REPO, hpml
-from slurmcluster import LocalSlurm, SlurmUnavailable
+from slurmcluster import poll
 
 from hpml.preemption import MARKER
 from preprocess.covidx import build
@@ -21,17 +21,6 @@ from preprocess.synth import synth
 
 DEMO = REPO / "configs" / "demo.yaml"
 LONG = ["--set", "train.epochs=1000", "--set", "train.steps_per_epoch=5"]  # stopped by the tests, not by itself
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = LocalSlurm(tmp_path_factory.mktemp("slurm"))
-    try:
-        c.start()
-    except SlurmUnavailable as exc:
-        pytest.skip(f"no local SLURM cluster: {exc}")
-    yield c
-    c.stop()
 
 
 @pytest.fixture(scope="module")
@@ -59,14 +48,6 @@ def profile(tmp_path, **changes):
 
 def log_of(run_dir, job_id):
     return "".join(p.read_text() for p in (run_dir / "slurm").glob(f"*-{job_id}.out"))
-
-
-def poll(predicate, what, timeout=300, every=0.5):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(every)
-    return value
 
 
 def training_under_way(cluster, run, job):

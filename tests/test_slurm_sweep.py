@@ -7,28 +7,16 @@ job to look at, and the cluster's minutes are precious (2 shared cores).
 import csv
 import json
 import re
-import time
 
 import pytest
 import yaml
 from conftest import REPO, hpml
-from slurmcluster import LocalSlurm, SlurmUnavailable
+from slurmcluster import poll
 
 from preprocess.covidx import build
 from preprocess.synth import synth
 
 DEMO = REPO / "configs" / "demo.yaml"
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = LocalSlurm(tmp_path_factory.mktemp("slurm"))
-    try:
-        c.start()
-    except SlurmUnavailable as exc:
-        pytest.skip(f"no local SLURM cluster: {exc}")
-    yield c
-    c.stop()
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +26,6 @@ def shards(tmp_path_factory):
     build(sorted((root / "raw").iterdir()), root / "split")
     hpml("preprocess", "--config", DEMO, "--split-dir", root / "split", "--out", root / "shards", np=2)
     return root / "shards"
-
-
-def poll(predicate, what, timeout=400, every=0.5):
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(every)
-    return value
 
 
 def task_log(sweep, array, i):
@@ -89,7 +69,7 @@ def test_sweep_as_a_job_array_watched_preempted_resumed_and_reported(cluster, sh
     assert waiting["progress"]["epochs_done"] == 0 and waiting["progress"]["epoch"] is None
 
     # Running: point 1 has started training (rank 0 wrote its status file).
-    poll(lambda: (sweep / "p001" / "status.json").is_file(), "point 1 to train")
+    poll(lambda: (sweep / "p001" / "status.json").is_file(), "point 1 to train", 400)
     p1 = status()["points"][1]
     assert p1["job"]["state"] == "RUNNING" and p1["job"]["nodes"] in ("n1", "n2") and p1["job"]["restarts"] == 0
     assert p1["progress"]["epochs"] == 3 and p1["progress"]["steps_per_epoch"] == 6
@@ -97,7 +77,7 @@ def test_sweep_as_a_job_array_watched_preempted_resumed_and_reported(cluster, sh
 
     # Requeued: SLURM's warning to task 1 alone; it checkpoints, requeues itself, resumes.
     cluster.run("scancel", "--signal=USR1", "--batch", f"{array}_1")
-    poll(lambda: cluster.job(f"{array}_1").get("Restarts") == "1", "task 1's requeue")
+    poll(lambda: cluster.job(f"{array}_1").get("Restarts") == "1", "task 1's requeue", 400)
     p1 = status()["points"][1]
     assert p1["job"]["restarts"] == 1 and p1["job"]["state"] in ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING")
 
