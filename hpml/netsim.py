@@ -259,12 +259,13 @@ class Network:
         rank.chmod(0o755)
 
     def mpirun(self, argv: list[str], ranks_per_node: int = 1, transport: str = "mpi",
-               env: dict[str, str] | None = None) -> list[str]:  # fmt: skip
+               env: dict[str, str] | None = None, tcp_links: int = 2) -> list[str]:  # fmt: skip
         """Command line (run it from the host) that starts `argv` on both nodes under mpirun.
 
         Ranks 0..k-1 run on node 0, k..2k-1 on node 1. `env` is exported to every rank (-x).
         transport "mpi": Horovod allreduces with MPI (Open MPI's TCP BTL over the link);
         "gloo": with Gloo, rendezvousing through a server that `hpml.netsim gloo` runs on node 0.
+        `tcp_links`: TCP connections between each pair of ranks (Open MPI's btl_tcp_links).
         """
         assert self.dir, "create() the network first"
         hostfile = self.dir / "hostfile"
@@ -279,9 +280,17 @@ class Network:
                "--mca", "plm_rsh_agent", str(self.dir / "rsh-agent"), "--mca", "plm_rsh_no_tree_spawn", "1",
                "--mca", "btl", "self,vader,tcp", "--mca", "btl_tcp_if_include", IFACE,
                "--mca", "oob_tcp_if_include", IFACE,
+               # Two TCP connections per pair of ranks: over one, Open MPI 4.1's TCP BTL moves one
+               # direction at a time (measured here at 0.5 Gbit/s: MPI_Sendrecv of 8-512 MiB took
+               # 2.00x a one-way send, Isend/Irecv 1x or 2x at random, while two Python threads on
+               # one raw TCP socket took 1.01x); with two, every exchange ran at 1.00-1.05x.
+               "--mca", "btl_tcp_links", str(tcp_links),
                # The "nodes" share this machine's cores: a rank waiting in MPI must yield them,
-               # not spin (Open MPI spins when a node's slots are not oversubscribed).
-               "--mca", "mpi_yield_when_idle", "1"]  # fmt: skip
+               # not spin (Open MPI spins when a node's slots are not oversubscribed) ...
+               "--mca", "mpi_yield_when_idle", "1",
+               # ... and must not be pinned: each node's daemon binds its first rank to core 0,
+               # so both nodes' ranks would share one core (steps measured 2x slower).
+               "--bind-to", "none"]  # fmt: skip
         for key, value in env.items():
             cmd += ["-x", f"{key}={value}"]
         if transport == "gloo":
