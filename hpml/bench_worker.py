@@ -8,8 +8,8 @@ Every rank runs the same phases in step (barriers), and each node shapes its own
 Rate None is the unshaped link: there the host's own work sets the pace, which the model takes
 as the host time of those bytes (hpml.comm_model).
 
-1. per rate: the time of a 4-byte allreduce (fixed cost) and, MPI transport only, a two-way
-   exchange against a one-way send (the duplex factor);
+1. per rate: the time of a 4-byte allreduce (fixed cost) and, MPI transport only, a 128 MiB
+   MPI allreduce against a one-way send of the same bytes (the duplex factor);
 2. the gradient list of the configured (full-size) flatten model: allreduce per codec and rate.
    fp16 sends float16 tensors, which is what crosses the wire under Compression.fp16 (the casts
    around it, local work, are left out: 2.2 GB of float32 twice over would not fit two ranks here);
@@ -40,26 +40,33 @@ def _times(fn, repeats: int, barrier) -> list[float]:
     return times
 
 
-def duplex_factor(nbytes: int = 32 * 2**20) -> float:
-    """Time of a simultaneous exchange over time of a one-way send of the same bytes (MPI)."""
+def duplex_factor(nbytes: int = 128 * 2**20) -> float:
+    """How much longer than a one-way send of the same bytes an MPI allreduce takes (2 ranks).
+
+    The operation is the one Horovod runs on each response (MPI_Allreduce in place), at the
+    largest size it fuses tensors to (the 128 MiB fusion buffer); for 2 ranks a ring sends each
+    rank's whole buffer once, so 1 means both directions at once and 2 one direction at a time.
+    Median of 3: below ~100 MiB Open MPI's TCP transport switched between the two at random.
+    """
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD
     rank, peer = comm.Get_rank(), 1 - comm.Get_rank()
     buf, recv = np.ones(nbytes, np.uint8), np.empty(nbytes, np.uint8)
+    grads = np.ones(nbytes // 4, np.float32)
 
     def one_way():
         (comm.Send(buf, peer) if rank == 0 else comm.Recv(recv, peer))
         comm.Barrier()
 
-    def exchange():
-        comm.Sendrecv(buf, peer, recvbuf=recv, source=peer)
+    def allreduce():
+        comm.Allreduce(MPI.IN_PLACE, grads)
         comm.Barrier()
 
-    exchange()
+    allreduce()
     t_one = min(_times(one_way, 2, comm.Barrier))
-    t_two = min(_times(exchange, 2, comm.Barrier))
-    return t_two / t_one
+    t_all = float(np.median(_times(allreduce, 3, comm.Barrier)))
+    return t_all / t_one
 
 
 def calibrate(cfg, batch: int, barrier) -> dict:

@@ -230,9 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
     m = bs.add_argument_group("--measure: real steps on a shaped 2-node network on this machine (root)")
     m.add_argument("--measure", action="store_true", help="check the model against measured steps and allreduces")
     m.add_argument("--rates", default="0.5,1", help="link rates in Gbit/s per direction (default 0.5,1)")
-    m.add_argument("--measure-size", type=int, default=128, help="image size of the measured steps (CPU-sized)")
+    m.add_argument(
+        "--measure-size",
+        type=int,
+        default=224,
+        help="image size of the measured steps (CPU-sized; big enough for compute to hide gap's allreduce)",
+    )
     m.add_argument("--measure-batch", type=int, help="per-rank batch of the measured steps (default: train.batch_size)")
-    m.add_argument("--steps", type=int, default=2, help="timed steps per configuration")
+    m.add_argument("--steps", type=int, default=3, help="timed steps per configuration (the median is reported)")
     m.add_argument("--transport", choices=["mpi", "gloo"], default="mpi", help="what Horovod allreduces with")
     bs.add_argument("--no-measure", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for scripts
     bs.add_argument("--json", type=Path, help="also write the numbers here")
