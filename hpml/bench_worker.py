@@ -96,6 +96,16 @@ def calibrate(cfg, batch: int, barrier) -> dict:
     return out
 
 
+def _shape(rate: float | None, barrier, leader: bool) -> None:
+    """Every rank waits while one rank per node (`leader`) reshapes that node's egress."""
+    from hpml.netsim import shape_here
+
+    barrier()
+    if leader:
+        shape_here(rate)
+    barrier()
+
+
 def _duplex_before_horovod(spec: dict) -> dict[str, float]:
     """The duplex factor per rate, measured before Horovod starts: Horovod's background thread
     polls MPI all the time, and a probe on the main thread beside it measured 2.0 where
@@ -104,15 +114,13 @@ def _duplex_before_horovod(spec: dict) -> dict[str, float]:
 
     from mpi4py import MPI
 
-    from hpml.netsim import shape_here
-
-    comm, out = MPI.COMM_WORLD, {}
+    if spec["transport"] != "mpi":
+        return {str(rate): 1.0 for rate in spec["rates"]}
+    leader = os.environ.get("OMPI_COMM_WORLD_LOCAL_RANK", "0") == "0"  # Horovod's local rank is not up yet
+    out = {}
     for rate in spec["rates"]:
-        comm.Barrier()
-        if os.environ.get("OMPI_COMM_WORLD_LOCAL_RANK", "0") == "0":
-            shape_here(rate)
-        comm.Barrier()
-        out[str(rate)] = duplex_factor() if spec["transport"] == "mpi" else 1.0
+        _shape(rate, MPI.COMM_WORLD.Barrier, leader)
+        out[str(rate)] = duplex_factor()
     return out
 
 
@@ -121,7 +129,6 @@ def run(spec: dict) -> dict:
 
     from hpml import distributed
     from hpml.config import Config, build_dataclass
-    from hpml.netsim import shape_here
     from hpml.train import compile_model
 
     duplex = _duplex_before_horovod(spec)
@@ -129,10 +136,7 @@ def run(spec: dict) -> dict:
     barrier = distributed.barrier
 
     def shape(rate):
-        barrier()
-        if world.local_rank == 0:
-            shape_here(rate)
-        barrier()
+        _shape(rate, barrier, world.local_rank == 0)
 
     base = build_dataclass(Config, spec["config"], "bench spec")
     base = replace(base, data=replace(base.data, image_size=spec["size"]))

@@ -283,7 +283,7 @@ class Network:
                # Two TCP connections per pair of ranks: over one, Open MPI 4.1's TCP BTL moves one
                # direction at a time (measured here at 0.5 Gbit/s: MPI_Sendrecv of 8-512 MiB took
                # 2.00x a one-way send, Isend/Irecv 1x or 2x at random, while two Python threads on
-               # one raw TCP socket took 1.01x); with two, every exchange ran at 1.00-1.05x.
+               # one raw TCP socket took 1.01x); with two, 1.00-1.12x in a plain MPI job.
                "--mca", "btl_tcp_links", str(tcp_links),
                # The "nodes" share this machine's cores: a rank waiting in MPI must yield them,
                # not spin (Open MPI spins when a node's slots are not oversubscribed) ...
