@@ -9,7 +9,7 @@ import os
 import shutil
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 
 # CPU by default; GPU nodes and the GPU container install with HPML_TENSORFLOW=gpu, which
@@ -42,7 +42,7 @@ setup(
     version="0.1.0",
     description="COVID-Net style chest X-ray classification on SLURM with MPI and Horovod",
     python_requires=">=3.11,<3.12",
-    packages=["hpml", "preprocess"],
+    packages=find_packages(include=["hpml", "hpml.*", "preprocess", "preprocess.*"]),
     package_data={"hpml": ["py.typed"]},
     install_requires=[
         TENSORFLOW,
@@ -51,6 +51,7 @@ setup(
         "mpi4py==4.1.1",
         "opencv-python-headless==4.11.0.86",
         "pandas==2.2.3",
+        "scipy==1.17.1",  # McNemar (hpml.evaluation.compare) and t intervals (hpml.bench.rounds)
         "scikit-learn==1.5.2",
         "pyyaml==6.0.2",
         "pydicom==3.0.1",
@@ -70,6 +71,6 @@ setup(
         # (tests only; 0.15.0 installs with numpy 1.26).
         "dev": ["pytest==8.3.4", "pytest-timeout==2.3.1", "ruff==0.8.6", "spython==0.3.14", "statsmodels==0.15.0"],
     },
-    entry_points={"console_scripts": ["hpml=hpml.cli:main"]},
+    entry_points={"console_scripts": ["hpml=hpml.cli.main:main"]},
     cmdclass={"build_py": BuildWithJobFiles},
 )

@@ -80,6 +80,7 @@ import runpy, sys, types
 captured = {}
 shim = types.ModuleType("setuptools")  # setup.py runs without setuptools: only its arguments matter
 shim.setup = lambda **kwargs: captured.update(kwargs)
+shim.find_packages = lambda **kwargs: []  # the package list does not matter here
 command, build_py = types.ModuleType('setuptools.command'), types.ModuleType('setuptools.command.build_py')
 build_py.build_py = type('build_py', (), {})
 shim.command, command.build_py = command, build_py

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import time
 
-from hpml.logs import Progress
-from hpml.world import World
+from hpml.core.logs import Progress
+from hpml.core.world import World
 
 TAG = 7301
 

@@ -3,7 +3,7 @@
 Rank 0 reads the split, checks the output folder and makes the plan, and broadcasts it. Each
 rank decodes its byte-balanced share and writes its own shards. A bad image is skipped and
 recorded; anything else that goes wrong on any rank ends every rank under the collective
-failure rule (hpml.failure). Rank 0 gathers the shard entries and writes manifest.json
+failure rule (hpml.core.failure). Rank 0 gathers the shard entries and writes manifest.json
 atomically, then the report; when more than `preprocess.max_skipped` of the images could not
 be used the job fails after writing them, so the user sees what was lost.
 """
@@ -19,11 +19,13 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from hpml.config import CLASSES, Config
-from hpml.failure import UsageError, at, phase
+from hpml.core.config import CLASSES, Config
+from hpml.core.errors import UsageError
+from hpml.core.failure import at, phase
 from hpml.imaging import ImageError, decode_gray, encode, fit_square, read_bytes
-from hpml.records import JOURNAL, MANIFEST, SCHEMA_VERSION, example_bytes
-from hpml.world import mpi_comm, mpi_world
+from hpml.parallel.mpi import mpi_comm, mpi_world
+from hpml.shards.manifest import JOURNAL, MANIFEST, SCHEMA_VERSION
+from hpml.shards.schema import example_bytes
 from preprocess.job_progress import JobProgress
 from preprocess.manifest import summarise, write_manifest
 from preprocess.plan import Item, assign, read_items
@@ -39,9 +41,15 @@ class PreprocessError(UsageError):
 def settings(cfg: Config) -> dict[str, Any]:
     """Everything that decides the bytes of a shard: the config hash covers these."""
     p = cfg.preprocess
-    return {"image_size": cfg.data.image_size, "policy": p.policy, "top_crop": p.top_crop,
-            "encoding": p.encoding, "jpeg_quality": p.jpeg_quality, "shard_mb": p.shard_mb,
-            "compression": p.compression}  # fmt: skip
+    return {
+        "image_size": cfg.data.image_size,
+        "policy": p.policy,
+        "top_crop": p.top_crop,
+        "encoding": p.encoding,
+        "jpeg_quality": p.jpeg_quality,
+        "shard_mb": p.shard_mb,
+        "compression": p.compression,
+    }
 
 
 def _config_hash(cfg: Config, split_dir: Path, splits: list[str]) -> str:
@@ -119,9 +127,17 @@ def _record(item: Item, cfg: Config) -> tuple[bytes, int, str]:
         raise ImageError(item.path, f"decode failed: {type(exc).__name__}: {exc}") from None
     encoded = encode(img, cfg.preprocess.encoding, cfg.preprocess.jpeg_quality)
     digest = hashlib.sha256(data).hexdigest()
-    fields = {"image": encoded, "label": CLASSES.index(item.label), "label_name": item.label,
-              "patient": item.patient, "source": item.source, "filename": item.filename,
-              "height": gray.shape[0], "width": gray.shape[1], "sha256": digest}  # fmt: skip
+    fields = {
+        "image": encoded,
+        "label": CLASSES.index(item.label),
+        "label_name": item.label,
+        "patient": item.patient,
+        "source": item.source,
+        "filename": item.filename,
+        "height": gray.shape[0],
+        "width": gray.shape[1],
+        "sha256": digest,
+    }
     return example_bytes(fields), len(data), digest
 
 
@@ -169,8 +185,14 @@ def run(cfg: Config, split_dir: Path, out: Path, force: bool = False) -> int:
     share = shares[world.rank]
     total = sum(len(s) for s in shares)
     share_mb = sum(max(i.size, 0) for i in share) / 1e6
-    log.info("%d images in %s over %d rank(s); this rank: %d images, %.1f MB",
-             total, "/".join(splits), world.size, len(share), share_mb)  # fmt: skip
+    log.info(
+        "%d images in %s over %d rank(s); this rank: %d images, %.1f MB",
+        total,
+        "/".join(splits),
+        world.size,
+        len(share),
+        share_mb,
+    )
     import tensorflow  # noqa: F401  (the record writer's import, kept out of the timings)
 
     t0 = time.monotonic()

@@ -17,9 +17,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from hpml.config import CLASSES
-from hpml.failure import at
-from hpml.records import JOURNAL, file_sha256, shard_name, write_json_atomic
+from hpml.core.config import CLASSES
+from hpml.core.failure import at
+from hpml.core.files import file_sha256, write_json_atomic
+from hpml.shards.manifest import JOURNAL
+from hpml.shards.schema import shard_name
 from preprocess.plan import Item
 
 

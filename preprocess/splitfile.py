@@ -20,9 +20,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from hpml.config import CLASSES
-from hpml.records import write_text_atomic
-from preprocess.csvio import SourceError
+from hpml.core.config import CLASSES
+from hpml.core.errors import SourceError
+from hpml.core.files import write_text_atomic
 
 LABELS = {c.lower(): c for c in CLASSES}
 # Binary COVIDx files: positive = COVID-19, negative = anything else. Imported only on request,

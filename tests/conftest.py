@@ -29,7 +29,7 @@ def real_corpus() -> Path:
 
 @pytest.fixture(scope="session")
 def synth_corpus(tmp_path_factory) -> Path:
-    from preprocess.synth import synth
+    from preprocess.synth.corpus import synth
 
     out = tmp_path_factory.mktemp("synth")
     synth(out, per_class=12, seed=3)
@@ -61,18 +61,34 @@ def demo_run(tmp_path_factory) -> Path:
     """A model trained by the real pipeline on the demo's synthetic data, shared by the evaluation
     and Grad-CAM tests: synth -> covidx build -> mpirun -np 2 preprocess -> mpirun -np 2 train.
     Returns the root holding raw/, split/, shards/ and run/."""
-    from preprocess.covidx import BuildOptions, build
+    from preprocess.covidx.build import build
+    from preprocess.covidx.options import BuildOptions
 
     root = tmp_path_factory.mktemp("demo-run")
     demo = REPO / "configs" / "demo.yaml"
     hpml("synth", "--out", root / "raw", "--per-class", "80", "--seed", "4")
     # 31 test images (COVID-19 10: Figure1's a/b/c films of one patient stay together, so an odd
     # COVID-19 target can overshoot): not a multiple of ranks x batch, so a dropped remainder would show.
-    build(sorted((root / "raw").iterdir()), root / "split",
-          BuildOptions(seed=1, test_per_class={"normal": 11, "pneumonia": 10, "COVID-19": 10}))  # fmt: skip
+    build(
+        sorted((root / "raw").iterdir()),
+        root / "split",
+        BuildOptions(seed=1, test_per_class={"normal": 11, "pneumonia": 10, "COVID-19": 10}),
+    )
     hpml("preprocess", "--config", demo, "--split-dir", root / "split", "--out", root / "shards", np=2)
-    hpml("train", "--config", demo, "--shards", root / "shards", "--run-dir", root / "run",
-         "--set", "train.epochs=6", "--set", "train.steps_per_epoch=30", np=2)  # fmt: skip
+    hpml(
+        "train",
+        "--config",
+        demo,
+        "--shards",
+        root / "shards",
+        "--run-dir",
+        root / "run",
+        "--set",
+        "train.epochs=6",
+        "--set",
+        "train.steps_per_epoch=30",
+        np=2,
+    )
     return root
 
 

@@ -6,10 +6,10 @@ training-mode forward pass on the same input. Weights must agree; dropout masks 
 
 import numpy as np
 
-from hpml import distributed
-from hpml.config import load_config
-from hpml.epoch_end import weights_digest
-from hpml.train import compile_model
+from hpml.core.config import load_config
+from hpml.parallel import distributed
+from hpml.train.compile import compile_model
+from hpml.train.epoch_end import weights_digest
 
 world = distributed.init()
 cfg = load_config(None, ["model.backbone=tiny_cnn", "model.head=gap", "model.dropout=0.5", "data.image_size=16"])

@@ -26,17 +26,23 @@ def data(ranks: int, micro: int, batch: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def overrides(compression: str, accumulate: int, batch: int) -> list[str]:
-    return ["model.backbone=tiny_cnn", "model.head=gap", f"data.image_size={SIZE}", "train.optimizer=sgd",
-            f"train.compression={compression}", f"train.accumulate_steps={accumulate}",
-            f"train.batch_size={batch}"]  # fmt: skip
+    return [
+        "model.backbone=tiny_cnn",
+        "model.head=gap",
+        f"data.image_size={SIZE}",
+        "train.optimizer=sgd",
+        f"train.compression={compression}",
+        f"train.accumulate_steps={accumulate}",
+        f"train.batch_size={batch}",
+    ]
 
 
 def main() -> None:
     out, compression, accumulate, updates, batch, lr = sys.argv[1:]
     accumulate, updates, batch, lr = int(accumulate), int(updates), int(batch), float(lr)
-    from hpml import distributed
-    from hpml.config import load_config
-    from hpml.train import compile_model
+    from hpml.core.config import load_config
+    from hpml.parallel import distributed
+    from hpml.train.compile import compile_model
 
     world = distributed.init()
     cfg = load_config(None, overrides(compression, accumulate, batch))

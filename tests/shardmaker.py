@@ -16,8 +16,10 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from hpml.config import CLASSES
-from hpml.records import SCHEMA_VERSION, example_bytes, file_sha256
+from hpml.core.config import CLASSES
+from hpml.core.files import file_sha256
+from hpml.shards.manifest import SCHEMA_VERSION
+from hpml.shards.schema import example_bytes
 
 SIZE = 16
 
@@ -34,8 +36,9 @@ def _png(record_id: int, label: int, size: int) -> bytes:
     return buf.tobytes()
 
 
-def write_shards(out: Path, layout: dict[str, list[int]], labels_in_manifest: bool = True,
-                 size: int = SIZE) -> dict[int, int]:  # fmt: skip
+def write_shards(
+    out: Path, layout: dict[str, list[int]], labels_in_manifest: bool = True, size: int = SIZE
+) -> dict[int, int]:
     """layout: shard file name (e.g. 'train-00000-00000.tfrecord') -> class index per record.
 
     Returns {record id: label}. Ids are given in layout order across all shards.
@@ -46,24 +49,48 @@ def write_shards(out: Path, layout: dict[str, list[int]], labels_in_manifest: bo
         split = name.split("-")[0]
         with tf.io.TFRecordWriter(str(out / name)) as writer:
             for label in labels:
-                fields = {"image": _png(next_id, label, size), "label": label, "label_name": CLASSES[label],
-                          "patient": f"p{next_id}", "source": "made", "filename": f"img{next_id}.png",
-                          "height": size, "width": size, "sha256": f"{next_id:064x}"}  # fmt: skip
+                fields = {
+                    "image": _png(next_id, label, size),
+                    "label": label,
+                    "label_name": CLASSES[label],
+                    "patient": f"p{next_id}",
+                    "source": "made",
+                    "filename": f"img{next_id}.png",
+                    "height": size,
+                    "width": size,
+                    "sha256": f"{next_id:064x}",
+                }
                 writer.write(example_bytes(fields))
                 labels_of[next_id] = label
                 next_id += 1
-        entry = {"file": name, "split": split, "rank": int(name.split("-")[1]), "count": len(labels),
-                 "classes": {CLASSES[c]: n for c, n in sorted(Counter(labels).items())},
-                 "bytes": (out / name).stat().st_size, "sha256": file_sha256(out / name)}  # fmt: skip
+        entry = {
+            "file": name,
+            "split": split,
+            "rank": int(name.split("-")[1]),
+            "count": len(labels),
+            "classes": {CLASSES[c]: n for c, n in sorted(Counter(labels).items())},
+            "bytes": (out / name).stat().st_size,
+            "sha256": file_sha256(out / name),
+        }
         if labels_in_manifest:
             entry["labels"] = "".join(map(str, labels))
         shards.append(entry)
     totals = {}
     for split in sorted({s["split"] for s in shards}):
         mine = [s for s in shards if s["split"] == split]
-        totals[split] = {"count": sum(s["count"] for s in mine), "shards": len(mine),
-                         "classes": {c: sum(s["classes"].get(c, 0) for s in mine) for c in CLASSES}}  # fmt: skip
-    manifest = {"schema_version": SCHEMA_VERSION, "config_hash": "made-by-test", "settings": {"image_size": size},
-                "shards": shards, "skipped": [], "totals": totals, "splits": sorted(totals)}  # fmt: skip
+        totals[split] = {
+            "count": sum(s["count"] for s in mine),
+            "shards": len(mine),
+            "classes": {c: sum(s["classes"].get(c, 0) for s in mine) for c in CLASSES},
+        }
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "config_hash": "made-by-test",
+        "settings": {"image_size": size},
+        "shards": shards,
+        "skipped": [],
+        "totals": totals,
+        "splits": sorted(totals),
+    }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     return labels_of

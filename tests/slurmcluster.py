@@ -181,8 +181,9 @@ PartitionName=debug Nodes={",".join(NODES)} Default=YES MaxTime=INFINITE State=U
         out = self.run("scontrol", "-o", "show", "job", job_id, check=False).stdout
         return dict(kv.split("=", 1) for kv in out.split() if "=" in kv)
 
-    def wait(self, job_id: str, states=("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL"),
-             timeout: float = 900) -> dict[str, str]:  # fmt: skip
+    def wait(
+        self, job_id: str, states=("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL"), timeout: float = 900
+    ) -> dict[str, str]:
         deadline = time.monotonic() + timeout
         info: dict[str, str] = {}
         while time.monotonic() < deadline:

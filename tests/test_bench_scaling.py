@@ -4,7 +4,7 @@ import json
 
 from conftest import REPO, hpml
 
-from hpml.bench_scaling import Assumptions, model_step
+from hpml.bench.scaling import Assumptions, model_step
 
 
 def test_communication_model():
@@ -20,7 +20,7 @@ def test_communication_model():
 def test_flop_counter_matches_published_numbers():
     import tensorflow as tf
 
-    from hpml.bench_scaling import forward_flops
+    from hpml.bench.scaling import forward_flops
 
     resnet50 = forward_flops(tf.keras.applications.ResNet50(weights=None, input_shape=(224, 224, 3)))
     mobilenet = forward_flops(tf.keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3)))
@@ -30,8 +30,9 @@ def test_flop_counter_matches_published_numbers():
 
 def test_seed_config_flatten_scales_worse_than_gap(tmp_path):
     out = tmp_path / "scaling.json"
-    proc = hpml("bench", "scaling", "--config", REPO / "configs/covidnet-resnet50v2-512.yaml", "--no-measure",
-                "--json", out)  # fmt: skip
+    proc = hpml(
+        "bench", "scaling", "--config", REPO / "configs/covidnet-resnet50v2-512.yaml", "--no-measure", "--json", out
+    )
     r = json.loads(out.read_text())
     flatten, gap = r["flatten"], r["gap"]
     assert flatten["parameters"]["head"] == 537_135_107
@@ -44,8 +45,9 @@ def test_seed_config_flatten_scales_worse_than_gap(tmp_path):
 
 def test_overlap_and_fusion_never_make_a_step_slower_and_help_gap_most(tmp_path):
     out = tmp_path / "scaling.json"
-    hpml("bench", "scaling", "--config", REPO / "configs/covidnet-resnet50v2-512.yaml", "--gpus", "1,8,64",
-         "--json", out)  # fmt: skip
+    hpml(
+        "bench", "scaling", "--config", REPO / "configs/covidnet-resnet50v2-512.yaml", "--gpus", "1,8,64", "--json", out
+    )
     r = json.loads(out.read_text())
     for head in ("flatten", "gap"):
         for row in r[head]["table"]:
@@ -58,14 +60,19 @@ def test_overlap_and_fusion_never_make_a_step_slower_and_help_gap_most(tmp_path)
 
 def test_report_of_a_measurement_that_matches_the_model(capsys):
     """The printed comparison, fed measurements made up from the model itself (0 % errors)."""
-    from hpml.bench_netsim import _horovod_params, _host_per_byte, report
-    from hpml.comm_model import Link, allreduce_seconds, ring, step_seconds, tcp_efficiency
+    from hpml.bench.comm_model import Link, allreduce_seconds, ring, step_seconds, tcp_efficiency
+    from hpml.bench.scaling_measure import _horovod_params, _host_per_byte, report
 
     rates = [0.5, 1.0]
     profiles = {"flatten": [(1e6, 0), (2e5, 500_000)], "gap": [(1e6, 10_000), (1e4, 30)]}
     call = {"None": 0.01, "0.5": 0.02, "1.0": 0.02}
-    res = {"duplex": {"None": 1.0, "0.5": 1.0, "1.0": 1.0}, "call_s": call, "heads": {}, "real": {},
-           "link_bytes_sent": {"n0": 10**9, "n1": 10**9}}  # fmt: skip
+    res = {
+        "duplex": {"None": 1.0, "0.5": 1.0, "1.0": 1.0},
+        "call_s": call,
+        "heads": {},
+        "real": {},
+        "link_bytes_sent": {"n0": 10**9, "n1": 10**9},
+    }
     calib = {"fwd_s": 0.2, "bwd_s": 0.4, "apply_s": 0.05, "step_s": 0.65}
     for codec, width in (("none", 4), ("fp16", 2)):
         real = [1_001_000 * width]

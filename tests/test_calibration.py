@@ -3,7 +3,7 @@
 import numpy as np
 from sklearn.calibration import calibration_curve
 
-from hpml.calibration import reliability
+from hpml.evaluation.calibration import reliability
 
 
 def _predictions(seed, n=600, temperature=1.0):

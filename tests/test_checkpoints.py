@@ -5,10 +5,10 @@ import json
 import pytest
 import tensorflow as tf
 
-from hpml import checkpoints
-from hpml.checkpoints import CheckpointWriteError, IncompatibleCheckpoint, TrainState
-from hpml.config import load_config
-from hpml.models import build_model
+from hpml.core.config import load_config
+from hpml.models.build import build_model
+from hpml.train import checkpoints
+from hpml.train.checkpoints import CheckpointWriteError, IncompatibleCheckpoint, TrainState
 
 CFG = load_config(None, ["model.backbone=tiny_cnn", "model.head=gap", "data.image_size=16"])
 

@@ -1,8 +1,8 @@
-"""hpml.comm_model: fusion, cycles, overlap with backprop, ring cost, against hand-worked cases."""
+"""hpml.bench.comm_model: fusion, cycles, overlap with backprop, ring cost, against hand-worked cases."""
 
 import pytest
 
-from hpml.comm_model import Horovod, Link, _fuse, allreduce_seconds, ready_times, ring, simulate, step_seconds
+from hpml.bench.comm_model import Horovod, Link, _fuse, allreduce_seconds, ready_times, ring, simulate, step_seconds
 
 MiB = 2**20
 

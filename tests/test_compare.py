@@ -7,7 +7,7 @@ import pytest
 from conftest import hpml
 from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
 
-from hpml.compare import CompareError, compare, mcnemar
+from hpml.evaluation.compare import CompareError, compare, mcnemar
 
 CLASSES = ("normal", "pneumonia", "COVID-19")
 

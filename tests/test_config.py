@@ -4,7 +4,7 @@ import pytest
 import yaml
 from conftest import REPO, hpml
 
-from hpml.config import ConfigError, load_config, save_config
+from hpml.core.config import ConfigError, load_config, save_config
 
 SEED = REPO / "configs" / "covidnet-resnet50v2-512.yaml"
 
@@ -89,9 +89,22 @@ def test_cli_config_show_prints_override_and_fails_on_typo(tmp_path):
 def test_cli_help_lists_subcommands():
     out = hpml("--help").stdout
     commands = [
-        "config show", "covidx build", "covidx import", "synth", "preprocess", "shards verify", "train",
-        "evaluate", "predict", "export", "submit", "demo", "bench preprocess", "bench input", "bench scaling",
-    ]  # fmt: skip
+        "config show",
+        "covidx build",
+        "covidx import",
+        "synth",
+        "preprocess",
+        "shards verify",
+        "train",
+        "evaluate",
+        "predict",
+        "export",
+        "submit",
+        "demo",
+        "bench preprocess",
+        "bench input",
+        "bench scaling",
+    ]
     for command in {c.split()[0] for c in commands}:
         assert command in out
     for command in commands:

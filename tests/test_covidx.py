@@ -6,9 +6,10 @@ import shutil
 import pytest
 from conftest import hpml
 
-from preprocess.covidx import BuildOptions, build
-from preprocess.csvio import SourceError
-from preprocess.sources import detect_layout
+from hpml.core.errors import SourceError
+from preprocess.covidx.build import build
+from preprocess.covidx.options import BuildOptions
+from preprocess.covidx.sources.detect import detect_layout
 from preprocess.splitfile import load_roots, read_split
 
 LAYOUTS = {
@@ -101,8 +102,14 @@ def test_bad_inputs_are_skipped_and_reported(corpus_copy, tmp_path):
     meta_csv.write_text(text)
     meta = build(sorted(corpus_copy.iterdir()), tmp_path / "s")
     reasons = [s["reason"] for s in meta["skipped"]]
-    for expected in ("file not found", "truncated", "empty file", "unrecognised signature",
-                     "duplicate of", "finding not in COVID-Net's table ('Tuberculoma of the moon')"):  # fmt: skip
+    for expected in (
+        "file not found",
+        "truncated",
+        "empty file",
+        "unrecognised signature",
+        "duplicate of",
+        "finding not in COVID-Net's table ('Tuberculoma of the moon')",
+    ):
         assert any(expected in r for r in reasons), expected
     # Missing images: a summary by reason (count, first paths) beside the full list.
     assert meta["missing_images"]["file not found"]["count"] == 2  # images[0] and the CT row's x.png
@@ -183,7 +190,9 @@ def test_real_corpus_build(real_corpus, tmp_path):
     assert meta["dropped"]["finding not in COVID-Net's table"] == 14
     assert sum(meta["images"].values()) == 115
     # ieee8023 patient 51: the same PA film posted on day 3 and day 9 (SIRM caso 34), cropped differently.
-    assert [g["images"] for g in meta["near_duplicates"]] == [[
-        "covid-chestxray-dataset/images/F4341CE7-73C9-45C6-99C8-8567A5484B63.jpeg",
-        "covid-chestxray-dataset/images/E63574A7-4188-4C8D-8D17-9D67A18A1AFA.jpeg",
-    ]]  # fmt: skip
+    assert [g["images"] for g in meta["near_duplicates"]] == [
+        [
+            "covid-chestxray-dataset/images/F4341CE7-73C9-45C6-99C8-8567A5484B63.jpeg",
+            "covid-chestxray-dataset/images/E63574A7-4188-4C8D-8D17-9D67A18A1AFA.jpeg",
+        ]
+    ]

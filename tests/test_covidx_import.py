@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from conftest import hpml
 
-from preprocess.csvio import SourceError
-from preprocess.importer import import_published
+from hpml.core.errors import SourceError
+from preprocess.covidx.published import Published, import_published
 from preprocess.splitfile import parse_line, read_split
 
 # Real lines (lindawangg/COVID-Net labels/): 3 columns (COVIDx2, and the RSNA lines of 7A),
@@ -89,10 +89,10 @@ def test_import_every_version(tmp_path):
     test = published(tmp_path, "test_COVIDx7A.txt", COVIDX7A_TEST)
     images_for(tmp_path / "train", COVIDX7A_TRAIN)
     images_for(tmp_path / "test", COVIDX7A_TEST)
-    from preprocess.covidx import BuildOptions
+    from preprocess.covidx.options import BuildOptions
 
-    meta = import_published(train, test, tmp_path / "train", tmp_path / "test", tmp_path / "s",
-                            BuildOptions(val_fraction=0.3))  # fmt: skip
+    train_set, test_set = Published(train, tmp_path / "train"), Published(test, tmp_path / "test")
+    meta = import_published(train_set, test_set, tmp_path / "s", BuildOptions(val_fraction=0.3))
     assert meta["duplicate_lines_dropped"]["train"] == 2
     assert meta["images"]["train"] + meta["images"]["val"] == len(COVIDX7A_TRAIN)
     got = read_split(tmp_path / "s" / "test.txt")
@@ -121,13 +121,34 @@ def test_import_checks_images_before_writing(tmp_path):
     gone = parse_line(COVIDX7A_TRAIN[4], "").filename
     images_for(tmp_path / "train", COVIDX7A_TRAIN, skip={gone})
     (tmp_path / "test").mkdir()
-    proc = hpml("covidx", "import", train, test, "--train-images", tmp_path / "train", "--test-images",
-                tmp_path / "test", "--out", tmp_path / "s", check=False)  # fmt: skip
+    proc = hpml(
+        "covidx",
+        "import",
+        train,
+        test,
+        "--train-images",
+        tmp_path / "train",
+        "--test-images",
+        tmp_path / "test",
+        "--out",
+        tmp_path / "s",
+        check=False,
+    )
     assert proc.returncode == 2 and "test.txt: none of its images were found" in proc.stderr
     assert not (tmp_path / "s" / "train.txt").exists()  # nothing written that looks whole
     images_for(tmp_path / "test", COVIDX2_TEST)
-    proc = hpml("covidx", "import", train, test, "--train-images", tmp_path / "train", "--test-images",
-                tmp_path / "test", "--out", tmp_path / "s")  # fmt: skip
+    proc = hpml(
+        "covidx",
+        "import",
+        train,
+        test,
+        "--train-images",
+        tmp_path / "train",
+        "--test-images",
+        tmp_path / "test",
+        "--out",
+        tmp_path / "s",
+    )
     assert "skipped 1 listed image(s): file not found" in proc.stderr and gone in proc.stderr
     meta = json.loads((tmp_path / "s" / "split.json").read_text())
     assert meta["missing_images"]["file not found"]["count"] == 1

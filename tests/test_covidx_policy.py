@@ -10,10 +10,11 @@ import json
 import pandas as pd
 import pytest
 
-from preprocess.covidx import BuildOptions, build
-from preprocess.sources import scan_source
+from preprocess.covidx.build import build
+from preprocess.covidx.options import BuildOptions
+from preprocess.covidx.sources.detect import scan_source
 from preprocess.splitfile import read_split
-from preprocess.synth import synth
+from preprocess.synth.corpus import synth
 
 FIG1 = "Figure1-COVID-chestxray-dataset"
 IEEE = "covid-chestxray-dataset"
@@ -48,8 +49,11 @@ def test_lettered_figure1_ids_are_one_patient_in_20_seeds(synth_corpus, tmp_path
     assert len(lettered) >= 2
     for seed in range(20):
         out = tmp_path / str(seed)
-        build(sorted(synth_corpus.iterdir()), out, BuildOptions(seed=seed, val_fraction=0.3, test_fraction=0.3,
-                                                                 hash_cache=cache))  # fmt: skip
+        build(
+            sorted(synth_corpus.iterdir()),
+            out,
+            BuildOptions(seed=seed, val_fraction=0.3, test_fraction=0.3, hash_cache=cache),
+        )
         placed = where(out)
         sides = {placed[(FIG1, f"images/{n}")][0] for n in lettered}
         assert len(sides) == 1, f"seed {seed}: {lettered} split over {sides}"
@@ -107,8 +111,9 @@ def test_sirm_source(synth_corpus, tmp_path, cache):
 
 
 def test_sirm_rows_are_dropped_only_when_ieee8023_is_built_too(synth_corpus, tmp_path, cache):
-    alone = build([synth_corpus / SIRM], tmp_path / "s", BuildOptions(hash_cache=cache, val_fraction=0,
-                                                                      test_fraction=0))  # fmt: skip
+    alone = build(
+        [synth_corpus / SIRM], tmp_path / "s", BuildOptions(hash_cache=cache, val_fraction=0, test_fraction=0)
+    )
     assert alone["images"]["train"] == len(list((synth_corpus / SIRM / "COVID").iterdir()))  # 9001 kept too
 
 
@@ -136,8 +141,11 @@ def test_test_list_pins_test_membership(synth_corpus, tmp_path, cache):
     )
     meta = build(sorted(synth_corpus.iterdir()), tmp_path / "s", BuildOptions(test_list=listed, hash_cache=cache))
     test = {(x.source, x.filename) for x in lines_of(tmp_path / "s")["test"]}
-    assert test == {("rsna", f"stage_2_train_images/{normal}.dcm"), (FIG1, f"images/{fig1}"),
-                    (SIRM, "COVID/COVID (1).png")}  # fmt: skip
+    assert test == {
+        ("rsna", f"stage_2_train_images/{normal}.dcm"),
+        (FIG1, f"images/{fig1}"),
+        (SIRM, "COVID/COVID (1).png"),
+    }
     info = meta["test_list"]
     assert (info["listed"], info["pinned"], len(info["missing"])) == (5, 3, 2)
     assert "not one hpml builds" in info["missing"][0] and "COVID 70" in info["missing"][1]

@@ -5,7 +5,7 @@ import pytest
 from scipy import stats
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
-from hpml.curves import areas, one_vs_rest, precision_recall, roc
+from hpml.evaluation.curves import areas, one_vs_rest, precision_recall, roc
 
 
 def _scores(seed, n=400, ties=False):

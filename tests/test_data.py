@@ -5,12 +5,13 @@ import pytest
 import tensorflow as tf
 from conftest import REPO, hpml
 
-from hpml.config import AugmentConfig, load_config
-from hpml.data import augment, eval_dataset, train_dataset, train_shard_labels
-from hpml.epoch_plan import TrainPlan
-from hpml.records import load_manifest
-from hpml.world import World
-from preprocess.covidx import build
+from hpml.core.config import AugmentConfig, load_config
+from hpml.core.world import World
+from hpml.shards.shardset import ShardSet
+from hpml.train.augment import augment
+from hpml.train.data import eval_dataset, train_dataset, train_shard_labels
+from hpml.train.epoch_plan import TrainPlan
+from preprocess.covidx.build import build
 
 OFF = AugmentConfig(rotation=0, shift=0, flip=False, brightness=0, zoom=0)
 
@@ -19,8 +20,18 @@ OFF = AugmentConfig(rotation=0, shift=0, flip=False, brightness=0, zoom=0)
 def shards(synth_corpus, tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     build(sorted(synth_corpus.iterdir()), root / "split")
-    hpml("preprocess", "--config", REPO / "configs/demo.yaml", "--split-dir", root / "split", "--out",
-         root / "shards", "--set", "preprocess.shard_mb=0.01", np=1)  # fmt: skip
+    hpml(
+        "preprocess",
+        "--config",
+        REPO / "configs/demo.yaml",
+        "--split-dir",
+        root / "split",
+        "--out",
+        root / "shards",
+        "--set",
+        "preprocess.shard_mb=0.01",
+        np=1,
+    )
     return root / "shards"
 
 
@@ -30,7 +41,7 @@ def cfg(*overrides):
 
 def stream(shards, c, world, epoch, start_step, steps):
     c.train.steps_per_epoch = steps
-    plan = TrainPlan(train_shard_labels(shards, load_manifest(shards)), c.train, world)
+    plan = TrainPlan(train_shard_labels(ShardSet.open(shards)), c.train, world)
     return train_dataset(plan, c, epoch, start_step)
 
 
@@ -53,8 +64,13 @@ def test_stream_is_deterministic_and_resumes_mid_epoch(shards):
 
 
 def test_ranks_read_disjoint_files_and_run_equal_steps(shards):
-    c = cfg("train.augment.flip=false", "train.augment.rotation=0", "train.augment.shift=0",
-            "train.augment.zoom=0", "train.augment.brightness=0")  # fmt: skip
+    c = cfg(
+        "train.augment.flip=false",
+        "train.augment.rotation=0",
+        "train.augment.shift=0",
+        "train.augment.zoom=0",
+        "train.augment.brightness=0",
+    )
     seen = []
     for rank in (0, 1):
         ds = stream(shards, c, World(rank, 2, rank), 0, 0, 3)
@@ -69,8 +85,9 @@ def test_eval_stream_counts_every_record_once(shards):
 
     manifest = json.loads((shards / "manifest.json").read_text())
     n = manifest["totals"]["val"]["count"]
-    assert sum(len(y) for _, y in eval_dataset(shards, "val", cfg(), batch_size=3)) == n
-    per_rank = [sum(len(y) for _, y in eval_dataset(shards, "val", cfg(), 3, World(r, 2, r))) for r in (0, 1)]
+    shard_set = ShardSet.open(shards)
+    assert sum(len(y) for _, y in eval_dataset(shard_set, "val", cfg(), batch_size=3)) == n
+    per_rank = [sum(len(y) for _, y in eval_dataset(shard_set, "val", cfg(), 3, World(r, 2, r))) for r in (0, 1)]
     assert sum(per_rank) == n
 
 
@@ -91,16 +108,18 @@ def test_augmentation_flip_is_exact_off_is_identity_and_seeded():
 def test_staging_copies_verified_shards_and_repairs_damage(shards, tmp_path):
     import json
 
-    from hpml.data import stage
-    from hpml.records import file_sha256
+    from hpml.core.files import file_sha256
+    from hpml.train.staging import stage
 
-    target = stage(shards, tmp_path, World(), ("train", "val"))
+    staged = stage(ShardSet.open(shards), tmp_path, World(), ("train", "val"))
+    target = staged.root
+    assert staged.manifest == ShardSet.open(target).manifest  # the staged set reads like the original
     manifest = json.loads((shards / "manifest.json").read_text())
     wanted = [s for s in manifest["shards"] if s["split"] in ("train", "val")]
     assert sorted(p.name for p in target.glob("*.tfrecord")) == sorted(s["file"] for s in wanted)
     assert all(file_sha256(target / s["file"]) == s["sha256"] for s in wanted)
     damaged = target / wanted[0]["file"]
     damaged.write_bytes(b"garbage")
-    stage(shards, tmp_path, World(), ("train", "val"))  # a rerun re-copies what no longer matches
+    stage(ShardSet.open(shards), tmp_path, World(), ("train", "val"))  # a rerun re-copies what no longer matches
     assert file_sha256(damaged) == wanted[0]["sha256"]
-    assert stage(shards, tmp_path, World(1, 2, 1), ("train",)) == target  # only local rank 0 copies
+    assert stage(ShardSet.open(shards), tmp_path, World(1, 2, 1), ("train",)).root == target  # only local rank 0 copies

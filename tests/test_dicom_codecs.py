@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from hpml.imaging import fit_square, read_gray
-from preprocess.synth import _write_dicom
+from preprocess.synth.corpus import _write_dicom
 
 RAMP8 = np.add.outer(np.arange(48) * 2, np.arange(64) * 2).astype(np.uint8)  # 48 x 64, 0..220
 RAMP12 = np.add.outer(np.arange(48) * 40, np.arange(64) * 30).astype(np.uint16)  # 12-bit values

@@ -11,14 +11,19 @@ import numpy as np
 import pytest
 from shardmaker import image_id, write_shards
 
-from hpml.config import load_config
-from hpml.data import train_dataset, train_shard_labels
-from hpml.epoch_plan import COVID, TrainDataError, TrainPlan, covid_per_batch
-from hpml.records import load_manifest
-from hpml.world import World
+from hpml.core.config import load_config
+from hpml.core.world import World
+from hpml.shards.shardset import ShardSet
+from hpml.train.data import train_dataset, train_shard_labels
+from hpml.train.epoch_plan import COVID, TrainDataError, TrainPlan, covid_per_batch
 
-NO_AUG = ["train.augment.rotation=0", "train.augment.shift=0", "train.augment.zoom=0", "train.augment.flip=false",
-          "train.augment.brightness=0"]  # fmt: skip
+NO_AUG = [
+    "train.augment.rotation=0",
+    "train.augment.shift=0",
+    "train.augment.zoom=0",
+    "train.augment.flip=false",
+    "train.augment.brightness=0",
+]
 # Source-sorted shards as preprocessing by source would leave them: 112 train records.
 LAYOUT = {
     "train-00000-00000.tfrecord": [0] * 37,
@@ -34,7 +39,7 @@ def config(*sets):
 
 
 def plan_for(shard_dir, cfg, rank, size=2):
-    return TrainPlan(train_shard_labels(shard_dir, load_manifest(shard_dir)), cfg.train, World(rank, size))
+    return TrainPlan(train_shard_labels(ShardSet.open(shard_dir)), cfg.train, World(rank, size))
 
 
 def batches(shard_dir, cfg, rank, epoch, start=0, size=2):

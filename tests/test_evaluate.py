@@ -9,8 +9,8 @@ import tensorflow as tf
 from conftest import REPO, hpml
 from sklearn.metrics import confusion_matrix, f1_score, precision_score, recall_score
 
-from hpml.metrics import confusion, from_confusion
-from hpml.records import parse_fn
+from hpml.evaluation.metrics import confusion, from_confusion
+from hpml.shards.schema import parse_fn
 
 DEMO = REPO / "configs" / "demo.yaml"
 SEED_CM = [[96, 4, 0], [7, 92, 1], [0, 3, 43]]
@@ -72,8 +72,8 @@ def test_reports_render(trained):
 
 
 def test_predict_sees_exactly_the_shard_input_and_skips_bad_files(trained, tmp_path):
-    from hpml.checkpoints import load_trained
-    from hpml.predict import model_input
+    from hpml.serve.predict import model_input
+    from hpml.train.checkpoints import load_trained
 
     cfg, _, _ = load_trained(trained / "run")
     roots = json.loads((trained / "split" / "split.json").read_text())["roots"]
@@ -136,11 +136,13 @@ def test_report_has_intervals_curves_and_calibration_from_all_ranks(trained):
     assert len(rows) == metrics["count"] == 31  # both ranks' images, each once
     for i, c in enumerate(classes):  # the areas come from every rank's predictions, exactly
         assert np.isclose(metrics["areas"]["roc_auc"][c], roc_auc_score(labels == i, probs[:, i]), atol=1e-9)
-        assert np.isclose(metrics["areas"]["average_precision"][c],
-                          average_precision_score(labels == i, probs[:, i]), atol=1e-9)  # fmt: skip
+        assert np.isclose(
+            metrics["areas"]["average_precision"][c], average_precision_score(labels == i, probs[:, i]), atol=1e-9
+        )
         cm = np.array(metrics["confusion_matrix"])
-        assert np.allclose(metrics["intervals"]["sensitivity"][c],
-                           proportion_confint(cm[i, i], cm[i].sum(), method="wilson"))  # fmt: skip
+        assert np.allclose(
+            metrics["intervals"]["sensitivity"][c], proportion_confint(cm[i, i], cm[i].sum(), method="wilson")
+        )
     boot = metrics["bootstrap"]
     assert boot["resamples"] == 2000 and boot["patients"] < 31  # resampled by patient (some have 2 films)
     assert boot["accuracy"][0] <= metrics["accuracy"] <= boot["accuracy"][1]
@@ -166,8 +168,12 @@ def test_compare_two_runs_on_the_same_test_images(trained, tmp_path):
     proc = hpml("evaluate", "--compare", run_a, run_b, "--split", "test", "--out", tmp_path / "cmp")
     result = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert result["images"] == 31 and "McNemar" in proc.stdout
-    assert set(result["differences_b_minus_a"]) == {"accuracy", "sensitivity_normal", "sensitivity_pneumonia",
-                                                    "sensitivity_COVID-19"}  # fmt: skip
+    assert set(result["differences_b_minus_a"]) == {
+        "accuracy",
+        "sensitivity_normal",
+        "sensitivity_pneumonia",
+        "sensitivity_COVID-19",
+    }
     # A run evaluated on a different split is refused, not compared.
     hpml("evaluate", "--run-dir", run_b, "--split", "val", np=1)
     shutil.rmtree(run_b / "eval" / "test")
@@ -179,8 +185,8 @@ def test_compare_two_runs_on_the_same_test_images(trained, tmp_path):
 @pytest.fixture()
 def untrained_run(tmp_path):
     """A run folder with a config and (untrained) best weights: enough for predict's exit rules."""
-    from hpml.config import load_config, save_config
-    from hpml.models import build_model
+    from hpml.core.config import load_config, save_config
+    from hpml.models.build import build_model
 
     cfg = load_config(DEMO)
     run = tmp_path / "run"
@@ -227,8 +233,16 @@ def test_export_carries_a_model_card_with_intervals(trained, tmp_path):
     hpml("evaluate", "--run-dir", run, "--split", "test", np=1)
     hpml("export", "--run-dir", run, "--out", tmp_path / "exp")
     card = (tmp_path / "exp" / "MODEL_CARD.md").read_text()
-    for text in ("Data and split policy", "patient-level", "95 % CI", "Wilson score", "Intended use",
-                 "Out of scope", "not a medical diagnosis", "ROC AUC"):  # fmt: skip
+    for text in (
+        "Data and split policy",
+        "patient-level",
+        "95 % CI",
+        "Wilson score",
+        "Intended use",
+        "Out of scope",
+        "not a medical diagnosis",
+        "ROC AUC",
+    ):
         assert text in card, text
     data = json.loads((tmp_path / "exp" / "model_card.json").read_text())
     assert data["evaluations"]["test"]["same_checkpoint_as_export"] is True

@@ -17,28 +17,66 @@ from conftest import REPO, hpml
 from shardmaker import write_shards
 from trainutil import SMALL, digests, history, run, train_cmd
 
-from hpml.checkpoints import complete
-from hpml.records import JOURNAL, file_sha256
-from preprocess.covidx import build
-from preprocess.synth import synth
-from preprocess.verify import verify
+from hpml.core.files import file_sha256
+from hpml.shards.manifest import JOURNAL
+from hpml.shards.verify import verify
+from hpml.train.checkpoints import complete
+from preprocess.covidx.build import build
+from preprocess.synth.corpus import synth
 
 DEMO = REPO / "configs" / "demo.yaml"
 BOUND_S = 120  # a hang is caught by this; a failure typically ends the job in seconds
-PREPROCESS_PHASES = [("read_split", 0), ("plan", 0), ("share", 0), ("share", 1), ("encode@2", 0), ("encode@2", 1),
-                     ("shard_close", 0), ("shard_close", 1), ("gather", 0), ("gather", 1), ("manifest", 0),
-                     ("report", 0)]  # fmt: skip
-TRAIN_PHASES = [("startup", 0), ("plan", 0), ("plan", 1), ("verify", 0), ("verify", 1), ("build", 0), ("build", 1),
-                ("restore", 0), ("restore", 1), ("step@3", 0), ("step@3", 1), ("validate", 0), ("validate", 1),
-                ("checkpoint_write", 0)]  # fmt: skip
-EVALUATE_PHASES = [("load", 0), ("load", 1), ("predict", 0), ("predict", 1), ("predict_batch", 1), ("gather", 0),
-                   ("gather", 1), ("report", 0)]  # fmt: skip
+PREPROCESS_PHASES = [
+    ("read_split", 0),
+    ("plan", 0),
+    ("share", 0),
+    ("share", 1),
+    ("encode@2", 0),
+    ("encode@2", 1),
+    ("shard_close", 0),
+    ("shard_close", 1),
+    ("gather", 0),
+    ("gather", 1),
+    ("manifest", 0),
+    ("report", 0),
+]
+TRAIN_PHASES = [
+    ("startup", 0),
+    ("plan", 0),
+    ("plan", 1),
+    ("verify", 0),
+    ("verify", 1),
+    ("build", 0),
+    ("build", 1),
+    ("restore", 0),
+    ("restore", 1),
+    ("step@3", 0),
+    ("step@3", 1),
+    ("validate", 0),
+    ("validate", 1),
+    ("checkpoint_write", 0),
+]
+EVALUATE_PHASES = [
+    ("load", 0),
+    ("load", 1),
+    ("predict", 0),
+    ("predict", 1),
+    ("predict_batch", 1),
+    ("gather", 0),
+    ("gather", 1),
+    ("report", 0),
+]
 PRE_SETS = ["--set", "data.image_size=32", "--set", "preprocess.shard_mb=0.003"]
 TRAIN_SETS = [*SMALL, "train.epochs=2"]
 RESULTS = {"faults": 0, "hangs": 0, "half_written": 0, "reruns_completed": 0}
 # Injection points inside a phase (hpml.failure.at) are reported under the phase they are in.
-ENCLOSING = {"encode": "write", "shard_close": "write", "step": "fit", "checkpoint_write": "checkpoint",
-             "predict_batch": "predict"}  # fmt: skip
+ENCLOSING = {
+    "encode": "write",
+    "shard_close": "write",
+    "step": "fit",
+    "checkpoint_write": "checkpoint",
+    "predict_batch": "predict",
+}
 
 
 def _check_failed(code: int, seconds: float, log: str, phase: str, rank: int, kind: str) -> None:
@@ -75,8 +113,18 @@ def test_missing_split_json_stops_every_rank_fast(tmp_path):
     (tmp_path / "split").mkdir()
     (tmp_path / "split" / "train.txt").write_text("p1 images/a.png normal covid-chestxray-dataset\n")
     start = time.monotonic()
-    proc = hpml("preprocess", "--config", DEMO, "--split-dir", tmp_path / "split", "--out", tmp_path / "x", np=2,
-                check=False, timeout=60)  # fmt: skip
+    proc = hpml(
+        "preprocess",
+        "--config",
+        DEMO,
+        "--split-dir",
+        tmp_path / "split",
+        "--out",
+        tmp_path / "x",
+        np=2,
+        check=False,
+        timeout=60,
+    )
     assert proc.returncode == 2 and time.monotonic() - start < 60, proc.stderr
     assert "split.json: not found" in proc.stderr and proc.stderr.count("hpml: error") == 1
 
@@ -94,7 +142,7 @@ def test_preprocess_fault(split, clean_manifest, tmp_path, phase, rank, kind):
     whole = (not (out / "manifest.json").exists() or verify(out) == []) and all(
         json.loads((out / JOURNAL / f"{s.name}.json").read_text())["sha256"] == file_sha256(s)
         for s in out.glob("*.tfrecord")
-    )  # fmt: skip
+    )
     RESULTS["half_written"] += not whole
     assert whole
     hpml(*args, np=2)  # the plain rerun
@@ -105,8 +153,15 @@ def test_preprocess_fault(split, clean_manifest, tmp_path, phase, rank, kind):
 @pytest.fixture(scope="module")
 def train_shards(tmp_path_factory):
     out = tmp_path_factory.mktemp("fault-train")
-    write_shards(out, {"train-00000-00000.tfrecord": [0, 1, 2] * 8, "train-00001-00000.tfrecord": [2, 1] * 6,
-                       "val-00000-00000.tfrecord": [0, 1, 2], "val-00001-00000.tfrecord": [2, 0]})  # fmt: skip
+    write_shards(
+        out,
+        {
+            "train-00000-00000.tfrecord": [0, 1, 2] * 8,
+            "train-00001-00000.tfrecord": [2, 1] * 6,
+            "val-00000-00000.tfrecord": [0, 1, 2],
+            "val-00001-00000.tfrecord": [2, 0],
+        },
+    )
     return out
 
 
@@ -146,7 +201,7 @@ def test_evaluate_fault(clean_run, clean_metrics, tmp_path, phase, rank, kind):
     again = json.loads((out / "metrics.json").read_text())
     assert {k: v for k, v in again.items() if k != "checkpoint"} == {
         k: v for k, v in clean_metrics.items() if k != "checkpoint"
-    }  # fmt: skip
+    }
     RESULTS["reruns_completed"] += 1
 
 

@@ -21,18 +21,29 @@ from conftest import MPI_ENV, REPO
 sys.path.insert(0, str(REPO / "tests"))
 from levers_worker import SIZE, data  # noqa: E402
 
-from hpml import distributed  # noqa: E402
-from hpml.config import ConfigError, ModelConfig, load_config  # noqa: E402
-from hpml.epoch_plan import TrainDataError, TrainPlan  # noqa: E402
-from hpml.models import build_model  # noqa: E402
-from hpml.world import World  # noqa: E402
+from hpml.core.config import ConfigError, ModelConfig, load_config  # noqa: E402
+from hpml.core.world import World  # noqa: E402
+from hpml.models.build import build_model  # noqa: E402
+from hpml.parallel import distributed  # noqa: E402
+from hpml.train.epoch_plan import TrainDataError, TrainPlan  # noqa: E402
 
 LR = 0.05  # steps large enough that fp16 rounding of the gradients moves the weights measurably
 
 
 def run_workers(tmp_path, compression, accumulate, updates, batch):
-    cmd = ["mpirun", "-np", "2", sys.executable, str(REPO / "tests" / "levers_worker.py"), str(tmp_path),
-           compression, str(accumulate), str(updates), str(batch), str(LR)]  # fmt: skip
+    cmd = [
+        "mpirun",
+        "-np",
+        "2",
+        sys.executable,
+        str(REPO / "tests" / "levers_worker.py"),
+        str(tmp_path),
+        compression,
+        str(accumulate),
+        str(updates),
+        str(batch),
+        str(LR),
+    ]
     proc = subprocess.run(cmd, env={**os.environ, **MPI_ENV}, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     load = lambda name: [a for _, a in sorted(np.load(tmp_path / name).items(), key=lambda kv: int(kv[0][4:]))]  # noqa: E731
@@ -72,8 +83,10 @@ def test_fp16_compression_keeps_ranks_identical_and_rounds_gradients_to_fp16(tmp
         for k in range(updates):
             g0, g1 = gradients(model, x[0, k], y[0, k]), gradients(model, x[1, k], y[1, k])
             if codec == "fp16":  # cast, sum in half precision, halve (exact), cast back
-                avg = [((a.astype(np.float16) + b.astype(np.float16)) * np.float16(0.5)).astype(np.float32)
-                       for a, b in zip(g0, g1, strict=True)]  # fmt: skip
+                avg = [
+                    ((a.astype(np.float16) + b.astype(np.float16)) * np.float16(0.5)).astype(np.float32)
+                    for a, b in zip(g0, g1, strict=True)
+                ]
             else:
                 avg = [(a + b) / 2 for a, b in zip(g0, g1, strict=True)]
             opt.apply_gradients(zip(avg, model.trainable_variables, strict=True))

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hpml.config import CLASSES, ModelConfig
-from hpml.gradcam import gradcam, overlay, peak
-from hpml.models import build_model
+from hpml.core.config import CLASSES, ModelConfig
+from hpml.models.build import build_model
+from hpml.serve.gradcam import gradcam, overlay, peak
 
 BACKBONES = ["tiny_cnn", "resnet50v2", "resnext50", "efficientnetb4", "mobilenetv2"]
 
@@ -17,7 +17,7 @@ def test_gradcam_with_gap_head_is_the_class_activation_map(backbone, tmp_path):
     # With global average pooling + one dense layer, y_c = sum_k w_kc mean(A_k) + b_c, so Grad-CAM's
     # weights are w_kc / (h w) and the map is ReLU(sum_k w_kc A_k) (Zhou et al.'s CAM), up to scale;
     # for the vs-normal target the weights are w_kc - w_k,normal. Computed here from the nested
-    # backbone called directly, not through hpml.gradcam's graph.
+    # backbone called directly, not through hpml.serve.gradcam's graph.
     size = 32 if backbone != "efficientnetb4" else 64
     model = build_model(ModelConfig(backbone=backbone, head="gap"), size)
     images = np.random.default_rng(0).integers(0, 256, (2, size, size, 1)).astype(np.uint8)
@@ -51,7 +51,7 @@ def test_gradcam_with_the_seed_flatten_head():
 def _render_with_pattern(label, rng):
     """A synthetic film as preprocess/synth_images.render draws it, and the opacities it drew:
     (cx, cy, r) in render's 128 px frame, recorded from its one drawing call, _blob."""
-    import preprocess.synth_images as synth_images
+    from preprocess.synth import images as synth_images
 
     drawn, draw = [], synth_images._blob
 
@@ -92,9 +92,9 @@ def localisation(model, cfg, films, target="vs-normal"):
     (8 px for the tiny CNN at 64 px). The explained class is the predicted one, so a film the
     model gets wrong counts as a miss unless that map happens to hit.
     """
-    from hpml.gradcam import explainer
-    from hpml.predict import model_input
-    from preprocess.synth_images import BASE
+    from hpml.serve.gradcam import explainer
+    from hpml.serve.predict import model_input
+    from preprocess.synth.images import BASE
 
     size = cfg.data.image_size
     cell = size // explainer(model).outputs[0].shape[1]
@@ -116,7 +116,7 @@ def localisation(model, cfg, films, target="vs-normal"):
 
 
 def test_gradcam_peak_falls_on_the_pattern_for_a_trained_model_only(demo_run, tmp_path):
-    from hpml.checkpoints import load_trained
+    from hpml.train.checkpoints import load_trained
 
     cfg, model, _ = load_trained(demo_run / "run")
     films = pattern_films(tmp_path)

@@ -20,8 +20,11 @@ def test_two_rank_allreduce_of_rank_ids():
 
     proc = subprocess.run(
         ["mpirun", "-np", "2", sys.executable, "-c", SCRIPT],
-        capture_output=True, text=True, timeout=300, env={**os.environ, **MPI_ENV},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **MPI_ENV},
+    )
     assert proc.returncode == 0, proc.stderr
     # Ranks share one stdout through mpirun; unbuffered prints may interleave, so match, don't split lines.
     lines = sorted(re.findall(r"rank=\d size=\d sum=[\d.]+ all=\[[\d, ]+\]", proc.stdout))

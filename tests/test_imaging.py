@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from hpml.imaging import ImageError, fit_square, load_model_image, read_gray
-from preprocess.synth import _write_dicom
+from preprocess.synth.corpus import _write_dicom
 
 RAMP = np.tile(np.linspace(0, 255, 64).round().astype(np.uint8), (48, 1))  # 48 x 64
 

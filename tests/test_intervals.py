@@ -7,8 +7,8 @@ from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 from statsmodels.stats.proportion import proportion_confint
 
-from hpml.intervals import bootstrap, per_class, wilson
-from hpml.metrics import confusion
+from hpml.evaluation.intervals import bootstrap, per_class, wilson
+from hpml.evaluation.metrics import confusion
 
 SEED_CM = np.array([[96, 4, 0], [7, 92, 1], [0, 3, 43]])  # the seed's COVIDx test matrix
 
@@ -69,8 +69,13 @@ def test_one_image_per_patient_matches_scipy_bootstrap():
     rng = np.random.default_rng(2)
     labels, predicted, patients = _patients(rng, 300, films=1)
     got = bootstrap(labels, predicted, patients, 4000, 0)["accuracy"]
-    ref = stats.bootstrap(((labels == predicted).astype(float),), np.mean, n_resamples=4000, method="percentile",
-                          random_state=np.random.default_rng(5)).confidence_interval  # fmt: skip
+    ref = stats.bootstrap(
+        ((labels == predicted).astype(float),),
+        np.mean,
+        n_resamples=4000,
+        method="percentile",
+        random_state=np.random.default_rng(5),
+    ).confidence_interval
     assert abs(got[0] - ref.low) < 0.01 and abs(got[1] - ref.high) < 0.01  # different draws, same statistic
 
 

@@ -7,8 +7,8 @@ import re
 import select
 import sys
 
-from hpml.logs import Progress, setup_logging
-from hpml.world import World
+from hpml.core.logs import Progress, setup_logging
+from hpml.core.world import World
 
 
 def test_every_line_carries_time_rank_size_and_level(capfd):

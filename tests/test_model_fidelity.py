@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from hpml.checkpoints import TrainState
-from hpml.config import ModelConfig, load_config
-from hpml.models import build_model, head
-from hpml.plateau import plateau_step
+from hpml.core.config import ModelConfig, load_config
+from hpml.models.build import build_model
+from hpml.models.heads import head
+from hpml.train.checkpoints import TrainState
+from hpml.train.plateau import plateau_step
 
 HPML = {"factor": 0.7, "patience": 5, "min_delta": 1e-2, "min_lr": 1e-6, "cooldown": 0}  # train_keras.py
 OTHER = {"factor": 0.5, "patience": 2, "min_delta": 0.05, "min_lr": 1e-3, "cooldown": 1}

@@ -8,8 +8,9 @@ import sys
 import pytest
 import tensorflow as tf
 
-from hpml.config import ModelConfig
-from hpml.models import BACKBONES, build_model
+from hpml.core.config import ModelConfig
+from hpml.models.backbones import BACKBONES
+from hpml.models.build import build_model
 
 # Keras' own counts without the top (ResNeXt50-32x4d: torchvision's 22,979,904 without the
 # classifier, plus 68,224 BatchNorm moving statistics that Keras counts as parameters).
@@ -31,8 +32,8 @@ def head_params(head: str, channels: int, grid: int) -> int:
 
 COUNT = """
 import json, sys
-from hpml.config import ModelConfig
-from hpml.models import build_model, parameter_counts
+from hpml.core.config import ModelConfig
+from hpml.models.build import build_model, parameter_counts
 out = {}
 for head in ("gap", "flatten"):
     model = build_model(ModelConfig(backbone=sys.argv[1], head=head), 512)
@@ -45,8 +46,13 @@ print(json.dumps(out))
 @pytest.mark.parametrize("backbone", BACKBONE)
 def test_builds_at_512_with_expected_parameters(backbone):
     # In a child process: the flatten heads hold up to 2 GB each, which a long-lived pytest keeps.
-    proc = subprocess.run([sys.executable, "-c", COUNT, backbone], capture_output=True, text=True,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=600)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", COUNT, backbone],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     counts = json.loads(proc.stdout.strip().splitlines()[-1])
     backbone_params, channels, grid = BACKBONE[backbone]

@@ -1,4 +1,4 @@
-"""The 2-node network on one machine (hpml.netsim): training across it, shaping, cleanup.
+"""The 2-node network on one machine (hpml.bench.netsim): training across it, shaping, cleanup.
 
 Needs root and iproute2 (network namespaces, veth, tc); skipped otherwise.
 """
@@ -14,8 +14,8 @@ import time
 import pytest
 from conftest import MPI_ENV, REPO, hpml
 
-from hpml import netsim
-from hpml.netsim import NetsimError, Network
+from hpml.bench import netsim
+from hpml.bench.netsim import NetsimError, Network
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tc"), reason="needs root and iproute2"
@@ -36,8 +36,8 @@ def leftovers(pid: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
-    from preprocess.covidx import build
-    from preprocess.synth import synth
+    from preprocess.covidx.build import build
+    from preprocess.synth.corpus import synth
 
     root = tmp_path_factory.mktemp("netsim-data")
     synth(root / "raw", per_class=30, seed=5)
@@ -49,23 +49,37 @@ def shards(tmp_path_factory):
 def test_two_node_training_sends_its_gradients_over_the_shaped_link(shards, tmp_path):
     import numpy as np
 
-    from hpml.config import load_config
-    from hpml.models import build_model
+    from hpml.core.config import load_config
+    from hpml.models.build import build_model
 
     steps = 6
     grad_bytes = 4 * sum(int(np.prod(v.shape)) for v in build_model(load_config(DEMO).model, 64).trainable_variables)
     with Network(rate_gbit=0.2) as net:
         before = net.counters()
-        train = [sys.executable, "-m", "hpml.cli", "train", "--config", str(DEMO), "--shards", str(shards),
-                 "--run-dir", str(tmp_path / "run"), "--set", "train.epochs=1",
-                 "--set", f"train.steps_per_epoch={steps}"]  # fmt: skip
-        proc = subprocess.run(net.mpirun(train), env={**os.environ, **MPI_ENV}, capture_output=True, text=True,
-                              timeout=600)  # fmt: skip
+        train = [
+            sys.executable,
+            "-m",
+            "hpml.cli",
+            "train",
+            "--config",
+            str(DEMO),
+            "--shards",
+            str(shards),
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--set",
+            "train.epochs=1",
+            "--set",
+            f"train.steps_per_epoch={steps}",
+        ]
+        proc = subprocess.run(
+            net.mpirun(train), env={**os.environ, **MPI_ENV}, capture_output=True, text=True, timeout=600
+        )
         after = net.counters()
         shaper = net.qdisc()
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log
-    done = re.findall(r"\[(\d)/2\] INFO hpml.train: training done; weights sha256 (\w+)", log)
+    done = re.findall(r"\[(\d)/2\] INFO hpml.train.loop: training done; weights sha256 (\w+)", log)
     assert sorted(r for r, _ in done) == ["0", "1"] and len({d for _, d in done}) == 1
     for host in after:  # a ring allreduce of B bytes over 2 ranks sends B from each rank
         sent = after[host]["tx_bytes"] - before[host]["tx_bytes"]
@@ -77,13 +91,20 @@ def test_two_node_training_sends_its_gradients_over_the_shaped_link(shards, tmp_
 
 
 def test_gloo_transport_crosses_the_link_too():
-    script = ("import horovod.tensorflow as hvd, tensorflow as tf; hvd.init(); "
-              "x = hvd.allreduce(tf.ones([2**18]), op=hvd.Sum); "
-              "print('rank', hvd.rank(), 'of', hvd.size(), 'sum', float(x[0]), flush=True)")  # fmt: skip
+    script = (
+        "import horovod.tensorflow as hvd, tensorflow as tf; hvd.init(); "
+        "x = hvd.allreduce(tf.ones([2**18]), op=hvd.Sum); "
+        "print('rank', hvd.rank(), 'of', hvd.size(), 'sum', float(x[0]), flush=True)"
+    )
     with Network(rate_gbit=1.0) as net:
         before = net.counters()
-        proc = subprocess.run(net.mpirun([sys.executable, "-c", script], transport="gloo"),
-                              env={**os.environ, **MPI_ENV}, capture_output=True, text=True, timeout=300)  # fmt: skip
+        proc = subprocess.run(
+            net.mpirun([sys.executable, "-c", script], transport="gloo"),
+            env={**os.environ, **MPI_ENV},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         after = net.counters()
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert sorted(re.findall(r"rank (\d) of 2 sum 2.0", proc.stdout)) == ["0", "1"]
@@ -92,15 +113,20 @@ def test_gloo_transport_crosses_the_link_too():
 
 def test_the_shaper_sets_the_rate():
     nbytes = 2_500_000  # 20 Mbit: 0.4 s at 50 Mbit/s, milliseconds unshaped
-    server = ("import socket; s = socket.socket(); s.bind(('0.0.0.0', 5999)); s.listen(1); c, _ = s.accept(); n = 0\n"
-              f"while n < {nbytes}: n += len(c.recv(1 << 16))\nc.sendall(b'k')")  # fmt: skip
-    client = ("import socket, sys, time; c = socket.create_connection((sys.argv[1], 5999)); t = time.perf_counter(); "
-              f"c.sendall(bytes({nbytes})); c.recv(1); print(time.perf_counter() - t)")  # fmt: skip
+    server = (
+        "import socket; s = socket.socket(); s.bind(('0.0.0.0', 5999)); s.listen(1); c, _ = s.accept(); n = 0\n"
+        f"while n < {nbytes}: n += len(c.recv(1 << 16))\nc.sendall(b'k')"
+    )
+    client = (
+        "import socket, sys, time; c = socket.create_connection((sys.argv[1], 5999)); t = time.perf_counter(); "
+        f"c.sendall(bytes({nbytes})); c.recv(1); print(time.perf_counter() - t)"
+    )
     with Network(rate_gbit=0.05) as net:
         srv = subprocess.Popen(net.exec(1, [sys.executable, "-c", server]))
         time.sleep(0.5)
-        out = subprocess.run(net.exec(0, [sys.executable, "-c", client, net.nodes[1].ip]), capture_output=True,
-                             text=True, timeout=60)  # fmt: skip
+        out = subprocess.run(
+            net.exec(0, [sys.executable, "-c", client, net.nodes[1].ip]), capture_output=True, text=True, timeout=60
+        )
         srv.wait(timeout=60)
         sent = net.counters()[net.nodes[0].host]["tx_bytes"]
     seconds = float(out.stdout)
@@ -132,8 +158,13 @@ def test_mpi_ranks_on_the_two_nodes_send_both_ways_at_once_and_are_not_pinned_to
     allreduce of B bytes sends B each way: with both directions at once, ~ a one-way send of B."""
     nbytes = 16 * 2**20  # 1.4 s one way at 0.1 Gbit/s
     with Network(rate_gbit=0.1) as net:
-        proc = subprocess.run(net.mpirun([sys.executable, "-c", EXCHANGE, str(nbytes)]), env={**os.environ, **MPI_ENV},
-                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        proc = subprocess.run(
+            net.mpirun([sys.executable, "-c", EXCHANGE, str(nbytes)]),
+            env={**os.environ, **MPI_ENV},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     ranks = re.findall(r"rank (\d) cores (\[[\d, ]*\]) one-way ([\d.]+) allreduce ([\d.]+)", proc.stdout)
     assert len(ranks) == 2, proc.stdout + proc.stderr
@@ -159,8 +190,10 @@ def test_cleanup_after_an_error_a_sigterm_and_a_sigkill():
         raise RuntimeError("boom")
     assert not leftovers(os.getpid())
 
-    hold = ("from hpml.netsim import Network; import time; n = Network().__enter__(); print('up', flush=True); "
-            "time.sleep(120)")  # fmt: skip
+    hold = (
+        "from hpml.bench.netsim import Network; import time; n = Network().__enter__(); print('up', flush=True); "
+        "time.sleep(120)"
+    )
     for sig in (signal.SIGTERM, signal.SIGKILL):
         child = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True)
         assert child.stdout.readline().strip() == "up"

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 from conftest import MPI_ENV, REPO, hpml
 
-from hpml.preemption import MARKER, REQUEUE_EXIT_CODE
-from preprocess.covidx import build
-from preprocess.synth import synth
+from hpml.core.runfiles import RunDir
+from hpml.train.preemption import REQUEUE_EXIT_CODE
+from preprocess.covidx.build import build
+from preprocess.synth.corpus import synth
 
 DEMO = REPO / "configs" / "demo.yaml"
 USR1_BIT = 1 << (10 - 1)  # SIGUSR1 = 10; /proc/PID/status SigCgt is a mask of caught signals
@@ -42,11 +43,32 @@ def caught_mask(pid: int) -> int:
 
 def test_usr1_before_tensorflow_is_loaded_is_kept_and_checkpointed(shards, tmp_path):
     run = tmp_path / "run"
-    cmd = ["mpirun", "-np", "2", "-x", "SLURM_JOB_ID=4242", "-x", "SLURM_RESTART_COUNT=2",
-           sys.executable, "-m", "hpml.cli", "train", "--config", str(DEMO), "--shards", str(shards),
-           "--run-dir", str(run), "--set", "train.epochs=2", "--set", "train.steps_per_epoch=50"]  # fmt: skip
-    job = subprocess.Popen(cmd, env={**os.environ, **MPI_ENV}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           text=True)  # fmt: skip
+    cmd = [
+        "mpirun",
+        "-np",
+        "2",
+        "-x",
+        "SLURM_JOB_ID=4242",
+        "-x",
+        "SLURM_RESTART_COUNT=2",
+        sys.executable,
+        "-m",
+        "hpml.cli",
+        "train",
+        "--config",
+        str(DEMO),
+        "--shards",
+        str(shards),
+        "--run-dir",
+        str(run),
+        "--set",
+        "train.epochs=2",
+        "--set",
+        "train.steps_per_epoch=50",
+    ]
+    job = subprocess.Popen(
+        cmd, env={**os.environ, **MPI_ENV}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     deadline = time.monotonic() + 120
     rank = None
     while rank is None:  # the first rank whose handler is in place
@@ -66,11 +88,11 @@ def test_usr1_before_tensorflow_is_loaded_is_kept_and_checkpointed(shards, tmp_p
     assert job.returncode == REQUEUE_EXIT_CODE, out
     assert "received SIGUSR1" in out and "preempted at epoch 0 step 1: checkpoint saved" in out, out
     assert json.loads((run / "checkpoints" / "ckpt-1.json").read_text())["state"]["global_step"] == 1
-    assert (run / MARKER).read_text().splitlines()[0] == "job=4242 restart=2"  # what the job script compares
+    assert RunDir(run).marker.read_text().splitlines()[0] == "job=4242 restart=2"  # what the job script compares
 
 
 def test_check_interval_keeps_the_checks_under_budget_and_within_the_time_bound():
-    from hpml.preemption import CHECK_BUDGET, MAX_CHECK_INTERVAL_S, check_every
+    from hpml.train.preemption import CHECK_BUDGET, MAX_CHECK_INTERVAL_S, check_every
 
     # A 20 ms GPU step and a 3 ms check: every 30 steps is 3 ms per 600 ms = 0.5 %.
     assert check_every(0.020, 0.003, 1) == 30
@@ -85,15 +107,14 @@ def test_check_interval_keeps_the_checks_under_budget_and_within_the_time_bound(
 def test_the_training_callbacks_never_force_a_host_sync_per_step():
     import tensorflow as tf
 
-    from hpml.callbacks import StepProgress, Warmup, training_callbacks
-    from hpml.checkpoints import TrainState
-    from hpml.preemption import Preemption
-    from hpml.status import StatusWriter
-    from hpml.world import World
+    from hpml.core.world import World
+    from hpml.train.callbacks import StepProgress, Warmup, training_callbacks
+    from hpml.train.checkpoints import TrainState
+    from hpml.train.preemption import Preemption
+    from hpml.train.status_writer import StatusWriter
 
     status = StatusWriter(Path(tempfile.mkdtemp()), World(), TrainState(), 1, 10, 8)
-    callbacks = training_callbacks(Preemption(), Warmup(1e-3, 2e-3, 10, 0), StepProgress(World()),
-                                   [status.callback()])  # fmt: skip
+    callbacks = training_callbacks(Preemption(), Warmup(1e-3, 2e-3, 10, 0), StepProgress(World()), [status.callback()])
     listed = tf.keras.callbacks.CallbackList(callbacks)
     # Keras converts a step's logs to numpy (waiting for the device) unless every callback with
     # batch hooks takes tensors.
@@ -104,11 +125,28 @@ def test_bench_loop_times_both_loops_and_reports_the_agreed_check_interval(tmp_p
     from shardmaker import write_shards
     from trainutil import SMALL
 
-    write_shards(tmp_path / "shards", {"train-00000-00000.tfrecord": [0, 1, 2] * 40,
-                                       "val-00000-00000.tfrecord": [0, 1, 2]})  # fmt: skip
+    write_shards(
+        tmp_path / "shards", {"train-00000-00000.tfrecord": [0, 1, 2] * 40, "val-00000-00000.tfrecord": [0, 1, 2]}
+    )
     sets = [a for item in SMALL if not item.startswith("train.stop_check_steps") for a in ("--set", item)]
-    proc = hpml("bench", "loop", "--config", DEMO, "--shards", tmp_path / "shards", "--steps", "14", "--rounds", "2",
-                "--json", tmp_path / "loop.json", *sets, "--set", "train.accumulate_steps=2", np=2)  # fmt: skip
+    proc = hpml(
+        "bench",
+        "loop",
+        "--config",
+        DEMO,
+        "--shards",
+        tmp_path / "shards",
+        "--steps",
+        "14",
+        "--rounds",
+        "2",
+        "--json",
+        tmp_path / "loop.json",
+        *sets,
+        "--set",
+        "train.accumulate_steps=2",
+        np=2,
+    )
     result = json.loads((tmp_path / "loop.json").read_text())
     assert result["steps_per_fit"] == 14 and result["ranks"] == 2
     assert set(result["steps_per_s"]) == {"bare", "hpml"} and min(result["steps_per_s"].values()) > 0

@@ -14,11 +14,12 @@ import pytest
 import tensorflow as tf
 from conftest import MPI_ENV, REPO, hpml
 
-from hpml.records import parse_fn
-from preprocess.covidx import BuildOptions, build
+from hpml.shards.schema import parse_fn
+from hpml.shards.verify import verify
+from preprocess.covidx.build import build
+from preprocess.covidx.options import BuildOptions
 from preprocess.plan import read_items
-from preprocess.synth import IEEE_HEADER, _write_dicom, synth
-from preprocess.verify import verify
+from preprocess.synth.corpus import IEEE_HEADER, _write_dicom, synth
 
 DEMO = REPO / "configs" / "demo.yaml"
 
@@ -91,10 +92,26 @@ def test_sigkill_of_one_rank_then_rerun_completes_without_rewriting(tmp_path):
     synth(tmp_path / "raw", per_class=40, seed=5)
     build(sorted((tmp_path / "raw").iterdir()), tmp_path / "split")
     out = tmp_path / "shards"
-    cmd = ["mpirun", "-np", "2", sys.executable, "-m", "hpml.cli", "preprocess", "--config", DEMO,
-           "--split-dir", tmp_path / "split", "--out", out, "--set", "preprocess.shard_mb=0.001"]  # fmt: skip
-    job = subprocess.Popen(list(map(str, cmd)), env={**os.environ, **MPI_ENV},
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    cmd = [
+        "mpirun",
+        "-np",
+        "2",
+        sys.executable,
+        "-m",
+        "hpml.cli",
+        "preprocess",
+        "--config",
+        DEMO,
+        "--split-dir",
+        tmp_path / "split",
+        "--out",
+        out,
+        "--set",
+        "preprocess.shard_mb=0.001",
+    ]
+    job = subprocess.Popen(
+        list(map(str, cmd)), env={**os.environ, **MPI_ENV}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     deadline = time.monotonic() + 120
     while len(list((out / ".journal").glob("*-00001-*.json"))) < 5:
         assert time.monotonic() < deadline and job.poll() is None, "job ended before the kill"
@@ -132,9 +149,15 @@ def odd_source(root):
     cv2.imwrite(str(images / "rgba.png"), cv2.cvtColor(RAMP, cv2.COLOR_GRAY2BGRA))
     good = cv2.imencode(".png", RAMP)[1].tobytes()
     rows = []
-    for name, label in [("gray16.png", "COVID-19"), ("cmyk.jpg", "normal"), ("mono1.dcm", "pneumonia"),
-                        ("rgba.png", "normal"), ("truncated.png", "normal"), ("empty.png", "pneumonia"),
-                        ("text.png", "COVID-19")]:  # fmt: skip
+    for name, label in [
+        ("gray16.png", "COVID-19"),
+        ("cmyk.jpg", "normal"),
+        ("mono1.dcm", "pneumonia"),
+        ("rgba.png", "normal"),
+        ("truncated.png", "normal"),
+        ("empty.png", "pneumonia"),
+        ("text.png", "COVID-19"),
+    ]:
         rows.append(f"p-{name},0,,,{label},,PA,X-ray,,,{name},,,,,,\n")
     return rows, good
 

@@ -11,7 +11,9 @@ import subprocess
 import pytest
 from conftest import REPO
 
-from hpml.preemption import MARKER, REQUEUE_EXIT_CODE, job_identity
+from hpml.core.jobid import job_identity
+from hpml.core.runfiles import RunDir
+from hpml.train.preemption import REQUEUE_EXIT_CODE
 
 ENV_SH = REPO / "jobs" / "hpml-env.sh"
 
@@ -30,8 +32,13 @@ def stubs(tmp_path):
 def bash(stubs, script, slurm_env, **extra):
     bin_dir, calls = stubs
     env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", **slurm_env, **extra}
-    proc = subprocess.run(["bash", "-c", f'set -euo pipefail; source "{ENV_SH}"; {script}'], env=env,
-                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    proc = subprocess.run(
+        ["bash", "-c", f'set -euo pipefail; source "{ENV_SH}"; {script}'],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     made = calls.read_text().splitlines() if calls.exists() else []
     return proc.returncode, proc.stdout + proc.stderr, made
 
@@ -39,7 +46,7 @@ def bash(stubs, script, slurm_env, **extra):
 def decide(stubs, run, marker, usr1=1, term=0, rc=0, env=None, **extra):
     env = env or {"SLURM_JOB_ID": "77"}
     if marker is not None:
-        (run / MARKER).write_text(f"{marker}\nsignal=SIGUSR1 epoch=1 step=2\n")
+        RunDir(run).marker.write_text(f"{marker}\nsignal=SIGUSR1 epoch=1 step=2\n")
     script = f"HPML_GOT_USR1={usr1} HPML_GOT_TERM={term}; _hpml_requeue_or_exit {run} {rc}"
     return bash(stubs, script, env, **extra)
 
@@ -55,8 +62,9 @@ def test_a_stale_marker_is_never_requeued(stubs, tmp_path):
     assert (code, calls) == (1, []), out
     assert "ignoring a stale" in out and "this run (job=77 restart=0) did not write it" in out
     # the same job, an earlier run of it
-    code, out, calls = decide(stubs, tmp_path, "job=77 restart=0", rc=1, env={"SLURM_JOB_ID": "77",
-                              "SLURM_RESTART_COUNT": "1"})  # fmt: skip
+    code, out, calls = decide(
+        stubs, tmp_path, "job=77 restart=0", rc=1, env={"SLURM_JOB_ID": "77", "SLURM_RESTART_COUNT": "1"}
+    )
     assert (code, calls) == (1, []), out
 
 
@@ -102,8 +110,11 @@ def test_array_tasks_are_named_task_by_task(stubs, tmp_path):
     assert "asking every rank to checkpoint" in out and "after" in out
 
 
-ENVS = [{"SLURM_JOB_ID": "5"}, {"SLURM_JOB_ID": "5", "SLURM_RESTART_COUNT": "3"},
-        {"SLURM_JOB_ID": "9", "SLURM_ARRAY_JOB_ID": "8", "SLURM_ARRAY_TASK_ID": "0"}]  # fmt: skip
+ENVS = [
+    {"SLURM_JOB_ID": "5"},
+    {"SLURM_JOB_ID": "5", "SLURM_RESTART_COUNT": "3"},
+    {"SLURM_JOB_ID": "9", "SLURM_ARRAY_JOB_ID": "8", "SLURM_ARRAY_TASK_ID": "0"},
+]
 
 
 @pytest.mark.parametrize("env", ENVS)

@@ -15,9 +15,9 @@ import yaml
 from conftest import REPO, hpml
 from slurmcluster import poll
 
-from hpml.preemption import MARKER
-from preprocess.covidx import build
-from preprocess.synth import synth
+from hpml.core.runfiles import RunDir
+from preprocess.covidx.build import build
+from preprocess.synth.corpus import synth
 
 DEMO = REPO / "configs" / "demo.yaml"
 LONG = ["--set", "train.epochs=1000", "--set", "train.steps_per_epoch=5"]  # stopped by the tests, not by itself
@@ -52,16 +52,34 @@ def log_of(run_dir, job_id):
 
 def training_under_way(cluster, run, job):
     """Rank 0 has built the model: the preemption handlers are long installed."""
-    poll(lambda: "INFO hpml.train: model " in log_of(run, job) or cluster.job(job)["JobState"] not in
-         ("PENDING", "RUNNING"), f"job {job} to start training")  # fmt: skip
+    poll(
+        lambda: "INFO hpml.train.loop: model " in log_of(run, job)
+        or cluster.job(job)["JobState"] not in ("PENDING", "RUNNING"),
+        f"job {job} to start training",
+    )
     assert cluster.job(job)["JobState"] == "RUNNING", log_of(run, job)
 
 
 def test_pipeline_places_ranks_on_their_cores_and_stages_once_per_node(cluster, data, tmp_path):
     run, shards = tmp_path / "run", tmp_path / "shards"
-    ids = submit(cluster, "pipeline", "--cluster", "local", "--config", DEMO, "--run-dir", run,
-                 "--set", f"data.split_dir={data / 'split'}", "--set", f"data.shards={shards}",
-                 "--set", "train.epochs=1", "--set", "train.steps_per_epoch=5")  # fmt: skip
+    ids = submit(
+        cluster,
+        "pipeline",
+        "--cluster",
+        "local",
+        "--config",
+        DEMO,
+        "--run-dir",
+        run,
+        "--set",
+        f"data.split_dir={data / 'split'}",
+        "--set",
+        f"data.shards={shards}",
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.steps_per_epoch=5",
+    )
     assert list(ids) == ["preprocess", "train", "evaluate"]
     assert f"afterok:{ids['preprocess']}" in cluster.job(ids["train"]).get("Dependency", "")
     for stage in ids:
@@ -77,11 +95,14 @@ def test_pipeline_places_ranks_on_their_cores_and_stages_once_per_node(cluster, 
     # really runs on the 2 cores of its node, not on one.
     launch = re.search(r"^hpml: launch: (srun .*)$", log, re.M).group(1)
     assert "--cpus-per-task=2" in launch and "--cpu-bind=cores" in launch, launch
-    placement = re.findall(r"\[(\d)/2\] INFO hpml.placement: placement: \S+ cpus=(\d+) \[([\d,-]+)\] cpus_per_task=2 "
-                           r"OMP_NUM_THREADS=2", log)  # fmt: skip
+    placement = re.findall(
+        r"\[(\d)/2\] INFO hpml.parallel.placement: placement: \S+ cpus=(\d+) \[([\d,-]+)\] cpus_per_task=2 "
+        r"OMP_NUM_THREADS=2",
+        log,
+    )
     assert sorted(placement) == [("0", "2", "0-1"), ("1", "2", "0-1")], log
     # Staging: once per node, into that node's own $TMPDIR (the TaskProlog's per-node folder).
-    staged = re.findall(r"INFO hpml.data: staged shards to (\S+)", log)
+    staged = re.findall(r"INFO hpml.train.data: staged shards to (\S+)", log)
     nodes = sorted(re.search(r"/spool/(n\d)/tmp/job\d+/hpml-shards$", s).group(1) for s in staged)
     assert nodes == ["n1", "n2"], staged
     metrics = json.loads((run / "eval" / "val" / "metrics.json").read_text())
@@ -94,7 +115,8 @@ def test_pipeline_places_ranks_on_their_cores_and_stages_once_per_node(cluster, 
     # hpml status: SLURM's view (scontrol: this cluster keeps no accounting) and the run's own
     doc = json.loads(hpml("status", run, "--json", env={"SLURM_CONF": str(cluster.conf)}).stdout)
     assert [(j["stage"], j["id"], j["state"], j["exit_code"], j["restarts"], j["source"]) for j in doc["jobs"]] == [
-        (stage, ids[stage], "COMPLETED", "0:0", 0, "scontrol") for stage in ids]  # fmt: skip
+        (stage, ids[stage], "COMPLETED", "0:0", 0, "scontrol") for stage in ids
+    ]
     assert doc["jobs"][1]["nodes"] == "n[1-2]" and doc["progress"]["phase"] == "done"
     assert doc["progress"]["epochs_done"] == 1 and doc["progress"]["job"] == f"job={ids['train']} restart=0"
 
@@ -104,8 +126,19 @@ def test_time_limit_signal_from_slurm_checkpoints_requeues_and_resumes(cluster, 
     it up to 60 s earlier still: 60-120 s after the start)."""
     run = tmp_path / "run"
     prof = profile(tmp_path, time={"preprocess": "00:10:00", "train": "00:03:00", "evaluate": "00:10:00"})
-    ids = submit(cluster, "train", "--cluster", prof, "--config", DEMO, "--run-dir", run,
-                 "--set", f"data.shards={data / 'shards'}", *LONG)  # fmt: skip
+    ids = submit(
+        cluster,
+        "train",
+        "--cluster",
+        prof,
+        "--config",
+        DEMO,
+        "--run-dir",
+        run,
+        "--set",
+        f"data.shards={data / 'shards'}",
+        *LONG,
+    )
     job = ids["train"]
     info = poll(lambda: (i := cluster.job(job)).get("Restarts", "0") != "0" and i, "SLURM's own USR1 + requeue", 400)
     # While it waits to run again, shorten the run to two more epochs (epochs is only the
@@ -126,18 +159,29 @@ def test_time_limit_signal_from_slurm_checkpoints_requeues_and_resumes(cluster, 
     assert "TIMEOUT" not in log and "TERM" not in log  # checkpointed and requeued before the limit
     epochs = [int(r.split(",")[0]) for r in (run / "history.csv").read_text().splitlines()[1:]]
     assert epochs == list(range(preempted["epoch"] + 2))  # every epoch once, none repeated or lost
-    assert not (run / MARKER).exists()
+    assert not RunDir(run).marker.exists()
 
 
 def test_scancel_ends_a_training_job_without_requeue(cluster, data, tmp_path):
     run = tmp_path / "run"
-    ids = submit(cluster, "train", "--cluster", "local", "--config", DEMO, "--run-dir", run,
-                 "--set", f"data.shards={data / 'shards'}", *LONG)  # fmt: skip
+    ids = submit(
+        cluster,
+        "train",
+        "--cluster",
+        "local",
+        "--config",
+        DEMO,
+        "--run-dir",
+        run,
+        "--set",
+        f"data.shards={data / 'shards'}",
+        *LONG,
+    )
     job = ids["train"]
     # Past the first epoch: steps are quick now, so the ranks checkpoint well within KillWait
     # (an old script then requeued the cancelled job on the ranks' exit 75).
     try:
-        poll(lambda: "INFO hpml.epoch_end: epoch 1/" in log_of(run, job), "the first epoch", 400)
+        poll(lambda: "INFO hpml.train.epoch_end: epoch 1/" in log_of(run, job), "the first epoch", 400)
     finally:
         cluster.run("scancel", job)  # also when the poll fails: a 1000-epoch job would hold the cluster
     poll(lambda: cluster.job(job)["JobState"] == "CANCELLED", "the job to end")
@@ -152,9 +196,20 @@ def test_scancel_ends_a_training_job_without_requeue(cluster, data, tmp_path):
 def test_stale_marker_and_a_start_that_fails_end_failed_not_requeued(cluster, data, tmp_path):
     """A marker left by an earlier job, and a rerun that dies before rank 0 could clear it."""
     run = tmp_path / "run"
-    hpml("submit", "train", "--cluster", "local", "--config", DEMO, "--run-dir", run,
-         "--set", f"data.shards={data / 'shards'}", "--dry-run")  # fmt: skip
-    (run / MARKER).write_text("job=999 restart=0\nsignal=SIGUSR1 epoch=0 step=3\n")
+    hpml(
+        "submit",
+        "train",
+        "--cluster",
+        "local",
+        "--config",
+        DEMO,
+        "--run-dir",
+        run,
+        "--set",
+        f"data.shards={data / 'shards'}",
+        "--dry-run",
+    )
+    RunDir(run).marker.write_text("job=999 restart=0\nsignal=SIGUSR1 epoch=0 step=3\n")
     bad = tmp_path / "bad.yaml"
     bad.write_text("train:\n  epochz: 3\n")
     job = cluster.run("sbatch", "--parsable", str(run / "slurm" / "train.sbatch"), str(bad), str(run)).stdout.strip()
@@ -165,7 +220,7 @@ def test_stale_marker_and_a_start_that_fails_end_failed_not_requeued(cluster, da
     assert info["JobState"] == "FAILED" and info["Restarts"] == "0" and info["ExitCode"] != "0:0", f"{info}\n{log}"
     assert time.monotonic() - start < 150
     assert "unknown key 'train.epochz'" in log and str(bad) in log  # the key and the file, in the job log
-    assert f"ignoring a stale {run / MARKER} ('job=999 restart=0'): this run (job={job} restart=0)" in log
+    assert f"ignoring a stale {RunDir(run).marker} ('job=999 restart=0'): this run (job={job} restart=0)" in log
     assert "requeueing" not in log and log.count("hpml: job ") == 1
 
 
@@ -188,13 +243,25 @@ exec {REPO / ".venv" / "bin"}/"$@"
     (stub / "apptainer").chmod(0o755)
     prof = profile(tmp_path, max_restarts=1, container="/images/hpml.sif")
     env = {"PATH": f"{stub}:{os.environ['PATH']}"}
-    ids = submit(cluster, "train", "--cluster", prof, "--config", DEMO, "--run-dir", run,
-                 "--set", f"data.shards={data / 'shards'}", *LONG, env=env)  # fmt: skip
+    ids = submit(
+        cluster,
+        "train",
+        "--cluster",
+        prof,
+        "--config",
+        DEMO,
+        "--run-dir",
+        run,
+        "--set",
+        f"data.shards={data / 'shards'}",
+        *LONG,
+        env=env,
+    )
     job = ids["train"]
     training_under_way(cluster, run, job)
     cluster.run("scancel", "--signal=USR1", "--batch", job)  # what --signal=B:USR1@lead delivers
     poll(lambda: cluster.job(job).get("Restarts", "0") == "1", "the requeue", 300)
-    poll(lambda: log_of(run, job).count("INFO hpml.train: model ") == 2, "the rerun to train", 300)
+    poll(lambda: log_of(run, job).count("INFO hpml.train.loop: model ") == 2, "the rerun to train", 300)
     cluster.run("scancel", "--signal=USR1", "--batch", job)
     info = cluster.wait(job, timeout=300)
     log = log_of(run, job)
@@ -214,9 +281,24 @@ def test_failed_train_stage_removes_the_waiting_evaluate_job(cluster, data, tmp_
     run = tmp_path / "run"
     corrupt = tmp_path / "weights.h5"
     corrupt.write_bytes(b"not an HDF5 file")
-    ids = submit(cluster, "pipeline", "--cluster", "local", "--config", DEMO, "--run-dir", run,
-                 "--set", f"data.split_dir={data / 'split'}", "--set", f"data.shards={data / 'shards'}",
-                 "--set", f"model.weights={corrupt}", "--set", "train.epochs=1")  # fmt: skip
+    ids = submit(
+        cluster,
+        "pipeline",
+        "--cluster",
+        "local",
+        "--config",
+        DEMO,
+        "--run-dir",
+        run,
+        "--set",
+        f"data.split_dir={data / 'split'}",
+        "--set",
+        f"data.shards={data / 'shards'}",
+        "--set",
+        f"model.weights={corrupt}",
+        "--set",
+        "train.epochs=1",
+    )
     assert cluster.wait(ids["train"], timeout=400)["JobState"] == "FAILED", log_of(run, ids["train"])
     info = poll(lambda: (i := cluster.job(ids["evaluate"]))["JobState"] != "PENDING" and i, "evaluate's removal", 120)
     assert info["JobState"] == "CANCELLED" and info["Reason"] == "DependencyNeverSatisfied", info
@@ -225,9 +307,22 @@ def test_failed_train_stage_removes_the_waiting_evaluate_job(cluster, data, tmp_
 def test_refused_sbatch_cancels_the_stages_already_queued(cluster, data, tmp_path):
     run = tmp_path / "run"
     prof = profile(tmp_path, partition="nosuch")  # preprocess (cpu_partition) is accepted, train is not
-    proc = hpml("submit", "pipeline", "--cluster", prof, "--config", DEMO, "--run-dir", run,
-                "--set", f"data.split_dir={data / 'split'}", "--set", f"data.shards={tmp_path / 'shards'}",
-                env={"SLURM_CONF": str(cluster.conf)}, check=False)  # fmt: skip
+    proc = hpml(
+        "submit",
+        "pipeline",
+        "--cluster",
+        prof,
+        "--config",
+        DEMO,
+        "--run-dir",
+        run,
+        "--set",
+        f"data.split_dir={data / 'split'}",
+        "--set",
+        f"data.shards={tmp_path / 'shards'}",
+        env={"SLURM_CONF": str(cluster.conf)},
+        check=False,
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     queued = re.search(r"^submitted preprocess: job (\d+)", proc.stdout, re.M).group(1)
     assert "sbatch refused the train job" in proc.stderr

@@ -13,8 +13,8 @@ import yaml
 from conftest import REPO, hpml
 from slurmcluster import poll
 
-from preprocess.covidx import build
-from preprocess.synth import synth
+from preprocess.covidx.build import build
+from preprocess.synth.corpus import synth
 
 DEMO = REPO / "configs" / "demo.yaml"
 
@@ -39,10 +39,29 @@ def test_sweep_as_a_job_array_watched_preempted_resumed_and_reported(cluster, sh
     prof.update(nodes=1, tasks_per_node=1)  # one 2-core rank per point: two points at a time on two nodes
     (tmp_path / "one-node.yaml").write_text(yaml.safe_dump(prof))
     sweep = tmp_path / "sweep"
-    proc = hpml("submit", "sweep", "--cluster", tmp_path / "one-node.yaml", "--config", DEMO, "--run-dir", sweep,
-                "--grid", "train.lr=1e-3,4e-3", "--grid", "model.dropout=0,0.2", "--parallel", "2",
-                "--set", f"data.shards={shards}", "--set", "train.epochs=3", "--set", "train.steps_per_epoch=6",
-                env=env)  # fmt: skip
+    proc = hpml(
+        "submit",
+        "sweep",
+        "--cluster",
+        tmp_path / "one-node.yaml",
+        "--config",
+        DEMO,
+        "--run-dir",
+        sweep,
+        "--grid",
+        "train.lr=1e-3,4e-3",
+        "--grid",
+        "model.dropout=0,0.2",
+        "--parallel",
+        "2",
+        "--set",
+        f"data.shards={shards}",
+        "--set",
+        "train.epochs=3",
+        "--set",
+        "train.steps_per_epoch=6",
+        env=env,
+    )
     array = re.search(r"^submitted sweep: job (\d+)", proc.stdout, re.M).group(1)
     assert "--array=0-3%2" in (sweep / "slurm" / "sweep.sbatch").read_text()
     points = json.loads((sweep / "sweep.json").read_text())["points"]

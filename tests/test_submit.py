@@ -8,9 +8,9 @@ import pytest
 import yaml
 from conftest import REPO, hpml
 
-from hpml.cluster import load_profile, time_seconds
-from hpml.config import ConfigError
-from hpml.slurm import container_binds, render
+from hpml.core.config import ConfigError
+from hpml.slurm.profiles import load_profile, time_seconds
+from hpml.slurm.render import container_binds, render
 
 DEMO = REPO / "configs" / "demo.yaml"
 
@@ -52,8 +52,9 @@ def test_rendered_snellius_train_script(tmp_path):
     assert "HPML_MAX_RESTARTS=5" in text and "export PMIX_MCA_gds=hash" in text
     assert "# >>> jobs/hpml-env.sh (inlined)" in text and 'source "${HPML_HOME}/jobs/hpml-env.sh"' not in text
     assert 'launch+=(--cpus-per-task="${SLURM_CPUS_PER_TASK}")' in text
-    two = render("train", load_profile(write_profile(tmp_path, nodes=2, mail_user="a@b.nl", mail_type="END,FAIL")),
-                 tmp_path)  # fmt: skip
+    two = render(
+        "train", load_profile(write_profile(tmp_path, nodes=2, mail_user="a@b.nl", mail_type="END,FAIL")), tmp_path
+    )
     sbatch = re.findall(r"^#SBATCH (\S+)", two, re.M)
     assert "--exclusive" in sbatch and "--mail-user=a@b.nl" in sbatch and "--mail-type=END,FAIL" in sbatch
 
@@ -77,8 +78,14 @@ def test_bad_profiles_name_the_key_and_file(tmp_path, change, message):
 
 
 def test_slurm_time_formats():
-    assert [time_seconds(t) for t in ("90", "1:30", "02:00:00", "1-0", "1-2:30", "1-00:00:10")] == \
-        [5400, 90, 7200, 86400, 95400, 86410]  # fmt: skip
+    assert [time_seconds(t) for t in ("90", "1:30", "02:00:00", "1-0", "1-2:30", "1-00:00:10")] == [
+        5400,
+        90,
+        7200,
+        86400,
+        95400,
+        86410,
+    ]
 
 
 def test_binds_resolve_links_and_bind_what_does_not_exist_yet_through_its_parent(tmp_path):
@@ -92,9 +99,26 @@ def test_dry_run_prints_the_scripts_and_queues_nothing(tmp_path):
     split = tmp_path / "split"
     split.mkdir()
     (split / "train.txt").write_text("")
-    proc = hpml("submit", "pipeline", "--cluster", "snellius", "--config", DEMO, "--run-dir", tmp_path / "run",
-                "--set", f"data.split_dir={split}", "--set", f"data.shards={tmp_path / 'shards'}", "--dry-run",
-                "--mail-user", "me@uni.nl", "--mail-type", "FAIL", env={"PATH": "/usr/bin:/bin"})  # fmt: skip
+    proc = hpml(
+        "submit",
+        "pipeline",
+        "--cluster",
+        "snellius",
+        "--config",
+        DEMO,
+        "--run-dir",
+        tmp_path / "run",
+        "--set",
+        f"data.split_dir={split}",
+        "--set",
+        f"data.shards={tmp_path / 'shards'}",
+        "--dry-run",
+        "--mail-user",
+        "me@uni.nl",
+        "--mail-type",
+        "FAIL",
+        env={"PATH": "/usr/bin:/bin"},
+    )
     out = proc.stdout
     for stage in ("preprocess", "train", "evaluate"):
         assert f"# ---- {tmp_path / 'run' / 'slurm' / stage}.sbatch ----" in out
@@ -104,8 +128,20 @@ def test_dry_run_prints_the_scripts_and_queues_nothing(tmp_path):
 
 
 def test_submit_checks_inputs_before_queueing(tmp_path):
-    proc = hpml("submit", "train", "--cluster", "local", "--config", DEMO, "--run-dir", tmp_path / "run",
-                "--set", f"data.shards={tmp_path}", "--dry-run", check=False)  # fmt: skip
+    proc = hpml(
+        "submit",
+        "train",
+        "--cluster",
+        "local",
+        "--config",
+        DEMO,
+        "--run-dir",
+        tmp_path / "run",
+        "--set",
+        f"data.shards={tmp_path}",
+        "--dry-run",
+        check=False,
+    )
     assert proc.returncode == 2 and f"{tmp_path}/manifest.json not found" in proc.stderr
     proc = hpml("submit", "train", "--cluster", "nosuch", "--config", DEMO, "--run-dir", tmp_path / "run", check=False)
     assert proc.returncode == 2 and "no such cluster profile (known: " in proc.stderr
@@ -114,20 +150,46 @@ def test_submit_checks_inputs_before_queueing(tmp_path):
 def test_templates_and_profiles_ship_with_a_plain_install(tmp_path):
     """`pip install .` (no checkout beside it, as inside the container) still renders jobs."""
     target = tmp_path / "site"
-    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target),
-           str(REPO)]  # fmt: skip
+    pip = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--no-deps",
+        "--no-build-isolation",
+        "--target",
+        str(target),
+        str(REPO),
+    ]
     subprocess.run(pip, check=True, capture_output=True, cwd=tmp_path, timeout=300)
     assert (target / "hpml" / "_jobfiles" / "jobs" / "train.sbatch").is_file()
     assert (target / "hpml" / "_jobfiles" / "clusters" / "snellius.yaml").is_file()
     shards = tmp_path / "shards"
     shards.mkdir()
     (shards / "manifest.json").write_text("{}")
-    code = ("import hpml, sys; from hpml.cli import main; print('from', hpml.__file__); "
-            "sys.exit(main(sys.argv[1:]))")  # fmt: skip
-    proc = subprocess.run([sys.executable, "-c", code, "submit", "train", "--cluster", "snellius", "--run-dir",
-                           str(tmp_path / "run"), "--set", f"data.shards={shards}", "--dry-run"],
-                          capture_output=True, text=True, cwd=tmp_path, env={"PYTHONPATH": str(target),
-                          "PATH": "/usr/bin:/bin"}, timeout=120)  # fmt: skip
+    code = "import hpml, sys; from hpml.cli import main; print('from', hpml.__file__); " "sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "submit",
+            "train",
+            "--cluster",
+            "snellius",
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--set",
+            f"data.shards={shards}",
+            "--dry-run",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(target), "PATH": "/usr/bin:/bin"},
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert f"from {target}" in proc.stdout and "#SBATCH --partition=gpu_a100" in proc.stdout
     assert "HPML_HOME=''" in proc.stdout  # no checkout: nothing is sourced from one

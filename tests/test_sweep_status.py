@@ -8,12 +8,12 @@ import pytest
 import yaml
 from conftest import REPO, hpml
 
-from hpml import sweep, sweep_report
-from hpml.config import ConfigError
-from hpml.jobstats import cpu_seconds, megabytes
-from hpml.slurmq import _task_ids
-from preprocess.covidx import build
-from preprocess.synth import synth
+from hpml.core.config import ConfigError
+from hpml.slurm import sweep, sweep_report
+from hpml.slurm.efficiency import cpu_seconds, megabytes
+from hpml.slurm.query import _task_ids
+from preprocess.covidx.build import build
+from preprocess.synth.corpus import synth
 
 DEMO = REPO / "configs" / "demo.yaml"
 NO_SLURM = {"PATH": "/usr/bin:/bin"}  # hpml runs as sys.executable -m hpml.cli; these runs have no job ids to ask about
@@ -28,8 +28,9 @@ def fake_shards(tmp_path):
 
 def test_grid_options_and_sweep_files(tmp_path):
     spec_file = tmp_path / "sweep.yaml"
-    spec_file.write_text("config: configs/demo.yaml\nset: [train.epochs=2]\ngrid:\n  train.lr: [1.0e-3, 2e-3]\n"
-                         "parallel: 3\n")  # fmt: skip
+    spec_file.write_text(
+        "config: configs/demo.yaml\nset: [train.epochs=2]\ngrid:\n  train.lr: [1.0e-3, 2e-3]\n" "parallel: 3\n"
+    )
     spec = sweep.load_spec(spec_file, ["model.head=flatten,gap"], None)
     assert spec.grid == {"train.lr": [1e-3, "2e-3"], "model.head": ["flatten", "gap"]} and spec.parallel == 3
     assert [sweep.as_overrides(p) for p in sweep.points(spec.grid)][1] == ["train.lr=0.001", "model.head=gap"]
@@ -42,18 +43,48 @@ def test_grid_options_and_sweep_files(tmp_path):
 
 
 def test_every_point_is_validated_before_anything_is_queued(tmp_path):
-    proc = hpml("submit", "sweep", "--cluster", "local", "--config", DEMO, "--run-dir", tmp_path / "sw",
-                "--set", f"data.shards={fake_shards(tmp_path)}", "--grid", "train.lr=1e-3,fast",
-                check=False, env=NO_SLURM)  # fmt: skip
+    proc = hpml(
+        "submit",
+        "sweep",
+        "--cluster",
+        "local",
+        "--config",
+        DEMO,
+        "--run-dir",
+        tmp_path / "sw",
+        "--set",
+        f"data.shards={fake_shards(tmp_path)}",
+        "--grid",
+        "train.lr=1e-3,fast",
+        check=False,
+        env=NO_SLURM,
+    )
     assert proc.returncode == 2
     assert "sweep point 1 (lr=fast)" in proc.stderr and "train.lr: expected a number" in proc.stderr
     assert not (tmp_path / "sw").exists()
 
 
 def test_dry_run_shows_points_and_script_and_a_resubmission_queues_only_unfinished_points(tmp_path):
-    args = ["submit", "sweep", "--cluster", "snellius", "--config", DEMO, "--run-dir", tmp_path / "sw",
-            "--set", f"data.shards={fake_shards(tmp_path)}", "--set", "train.epochs=2",
-            "--grid", "train.lr=1e-3,2e-3", "--grid", "model.dropout=0,0.5", "--parallel=2", "--dry-run"]  # fmt: skip
+    args = [
+        "submit",
+        "sweep",
+        "--cluster",
+        "snellius",
+        "--config",
+        DEMO,
+        "--run-dir",
+        tmp_path / "sw",
+        "--set",
+        f"data.shards={fake_shards(tmp_path)}",
+        "--set",
+        "train.epochs=2",
+        "--grid",
+        "train.lr=1e-3,2e-3",
+        "--grid",
+        "model.dropout=0,0.5",
+        "--parallel=2",
+        "--dry-run",
+    ]
     out = hpml(*args, env=NO_SLURM).stdout
     assert "p003  lr=0.002 dropout=0.5" in out and out.count("to train") == 4
     assert "#SBATCH --array=0-3%2" in out and "#SBATCH --output=" in out and "%x-%A_%a.out" in out
@@ -74,22 +105,30 @@ def _write_history(run, rows):
         w = csv.DictWriter(fh, ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds"])
         w.writeheader()
         for e, (vl, va) in enumerate(rows):
-            w.writerow({"epoch": e, "loss": 1, "accuracy": 0.5, "val_loss": vl, "val_accuracy": va, "lr": 1e-3,
-                        "seconds": 3.5})  # fmt: skip
+            w.writerow(
+                {"epoch": e, "loss": 1, "accuracy": 0.5, "val_loss": vl, "val_accuracy": va, "lr": 1e-3, "seconds": 3.5}
+            )
 
 
 def test_report_sorts_by_the_metric_and_reads_each_history(tmp_path):
     sw = tmp_path / "sw"
     sw.mkdir()
-    manifest = {"grid": {"train.lr": [1, 2, 3]}, "points": [{"index": i, "overrides": [f"train.lr={i + 1}"],
-                "label": f"lr={i + 1}"} for i in range(3)], "submissions": [], "epochs": {"0": 3, "1": 3, "2": 3},
-                "cost": {"sbu_per_cpu_hour": 1.0}}  # fmt: skip
+    manifest = {
+        "grid": {"train.lr": [1, 2, 3]},
+        "points": [{"index": i, "overrides": [f"train.lr={i + 1}"], "label": f"lr={i + 1}"} for i in range(3)],
+        "submissions": [],
+        "epochs": {"0": 3, "1": 3, "2": 3},
+        "cost": {"sbu_per_cpu_hour": 1.0},
+    }
     (sw / "sweep.json").write_text(json.dumps(manifest))
     _write_history(sw / "p000", [(0.9, 0.5), (0.7, 0.8), (0.8, 0.7)])
     _write_history(sw / "p001", [(0.6, 0.9), (0.5, 0.6)])  # stopped early
     rows = sweep_report.rows(sw, "val_loss")
     assert [(r["point"], r["best_val_loss"], r["best_epoch"], r["state"]) for r in rows] == [
-        (1, 0.5, 1, "partial"), (0, 0.7, 1, "done"), (2, None, None, "not started")]  # fmt: skip
+        (1, 0.5, 1, "partial"),
+        (0, 0.7, 1, "done"),
+        (2, None, None, "not started"),
+    ]
     rows = sweep_report.rows(sw, "val_accuracy")
     assert [(r["point"], r["best_val_accuracy"], r["best_epoch"]) for r in rows][:2] == [(1, 0.9, 0), (0, 0.8, 1)]
     paths = sweep_report.write(sw, rows, "val_accuracy", sw)
@@ -98,8 +137,7 @@ def test_report_sorts_by_the_metric_and_reads_each_history(tmp_path):
 
 
 def test_slurm_time_and_memory_formats():
-    assert [cpu_seconds(t) for t in ("00:01.500", "12:34.000", "01:02:03", "1-02:03:04")] == [1.5, 754.0, 3723,
-                                                                                              93784]  # fmt: skip
+    assert [cpu_seconds(t) for t in ("00:01.500", "12:34.000", "01:02:03", "1-02:03:04")] == [1.5, 754.0, 3723, 93784]
     assert [megabytes(t) for t in ("2048K", "512M", "1.5G", "4000Mn", "")] == [2.0, 512.0, 1536.0, 4000.0, None]
     assert _task_ids("2-3%2") == {2, 3} and _task_ids("0,4-5") == {0, 4, 5} and _task_ids("") == set()
 
@@ -111,8 +149,19 @@ def trained(tmp_path_factory):
     synth(root / "raw", per_class=10, seed=2)
     build(sorted((root / "raw").iterdir()), root / "split")
     hpml("preprocess", "--config", DEMO, "--split-dir", root / "split", "--out", root / "shards")
-    hpml("train", "--config", DEMO, "--shards", root / "shards", "--run-dir", root / "run",
-         "--set", "train.epochs=2", "--set", "train.steps_per_epoch=3")  # fmt: skip
+    hpml(
+        "train",
+        "--config",
+        DEMO,
+        "--shards",
+        root / "shards",
+        "--run-dir",
+        root / "run",
+        "--set",
+        "train.epochs=2",
+        "--set",
+        "train.steps_per_epoch=3",
+    )
     return root / "run"
 
 
@@ -133,7 +182,12 @@ def test_efficiency_without_accounting_uses_the_ranks_records(trained):
     out = hpml("efficiency", trained, env=NO_SLURM).stdout
     doc = json.loads((trained / "efficiency.json").read_text())
     ranks = doc["measured_by_ranks"]
-    assert ranks["runs"] == 1 and ranks["rank_records"] == 1 and 0 < ranks["cpu_efficiency"] <= len(
-        os.sched_getaffinity(0)) and ranks["max_rss_mb"] > 100 and ranks["gpu_hours"] == 0  # fmt: skip
+    assert (
+        ranks["runs"] == 1
+        and ranks["rank_records"] == 1
+        and 0 < ranks["cpu_efficiency"] <= len(os.sched_getaffinity(0))
+        and ranks["max_rss_mb"] > 100
+        and ranks["gpu_hours"] == 0
+    )
     assert "measured by the ranks: 1 run(s)" in out and "not exposed" in out
     assert yaml.safe_load((trained / "config.yaml").read_text())["train"]["epochs"] == 2

@@ -8,8 +8,8 @@ import pytest
 from conftest import REPO, hpml
 from trainutil import DEMO, digests, history, run, train_cmd
 
-from preprocess.covidx import build
-from preprocess.synth import synth
+from preprocess.covidx.build import build
+from preprocess.synth.corpus import synth
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +56,19 @@ def test_missing_shards_fail_cleanly(tmp_path):
 def test_horovodrun_with_gloo(shards, tmp_path):
     """The same command under horovodrun's Gloo controller instead of mpirun."""
     horovodrun = shutil.which("horovodrun") or str(REPO / ".venv" / "bin" / "horovodrun")
-    cmd = [horovodrun, "-np", "2", "-H", "localhost:2", "--gloo", *train_cmd(shards, tmp_path / "run", np=0),
-           "--set", "train.epochs=1", "--set", "train.steps_per_epoch=5"]  # fmt: skip
+    cmd = [
+        horovodrun,
+        "-np",
+        "2",
+        "-H",
+        "localhost:2",
+        "--gloo",
+        *train_cmd(shards, tmp_path / "run", np=0),
+        "--set",
+        "train.epochs=1",
+        "--set",
+        "train.steps_per_epoch=5",
+    ]
     code, log = run(cmd)
     assert code == 0, log
     assert "2 ranks x batch 16" in log and len(set(digests(log).values())) == 1

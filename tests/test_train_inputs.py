@@ -7,7 +7,7 @@ import pytest
 from shardmaker import write_shards
 from trainutil import SMALL, digests, history, run, train_cmd
 
-from hpml.epoch_plan import COVID
+from hpml.train.epoch_plan import COVID
 
 # All COVID-19 images in one shard: split by file, one rank would hold none of them.
 COVID_IN_ONE_SHARD = {
@@ -47,8 +47,11 @@ def test_missing_val_split_is_refused_unless_validation_is_off(tmp_path):
 
 def test_batchnorm_statistics_and_weights_agree_across_ranks(tmp_path):
     """A backbone with BatchNorm: its moving statistics are per-rank unless averaged."""
-    write_shards(tmp_path / "shards", {"train-00000-00000.tfrecord": [0, 1, 2] * 8,
-                                       "val-00000-00000.tfrecord": [0, 1, 2]}, size=32)  # fmt: skip
+    write_shards(
+        tmp_path / "shards",
+        {"train-00000-00000.tfrecord": [0, 1, 2] * 8, "val-00000-00000.tfrecord": [0, 1, 2]},
+        size=32,
+    )
     sets = [*SMALL, "data.image_size=32", "model.backbone=mobilenetv2", "train.epochs=1", "train.optimizer=sgd"]
     code, log = run(train_cmd(tmp_path / "shards", tmp_path / "run", *sets))
     assert code == 0, log
@@ -58,8 +61,11 @@ def test_batchnorm_statistics_and_weights_agree_across_ranks(tmp_path):
 
 
 def test_dropout_masks_differ_between_ranks_while_weights_agree():
-    code, log = run(["mpirun", "-np", "2", sys.executable, "-m", "dropout_probe"], timeout=300,
-                    env={"PYTHONPATH": str(Path(__file__).parent)})  # fmt: skip
+    code, log = run(
+        ["mpirun", "-np", "2", sys.executable, "-m", "dropout_probe"],
+        timeout=300,
+        env={"PYTHONPATH": str(Path(__file__).parent)},
+    )
     assert code == 0, log
     assert "weights equal: True" in log and "dropout outputs equal: False" in log, log
 
@@ -67,8 +73,14 @@ def test_dropout_masks_differ_between_ranks_while_weights_agree():
 @pytest.mark.parametrize("verify", ["true", "false"])
 def test_a_damaged_shard_is_named(tmp_path, verify):
     shards = tmp_path / "shards"
-    write_shards(shards, {"train-00000-00000.tfrecord": [0, 1, 2] * 10, "train-00001-00000.tfrecord": [0, 1, 2] * 10,
-                          "val-00000-00000.tfrecord": [0, 1, 2]})  # fmt: skip
+    write_shards(
+        shards,
+        {
+            "train-00000-00000.tfrecord": [0, 1, 2] * 10,
+            "train-00001-00000.tfrecord": [0, 1, 2] * 10,
+            "val-00000-00000.tfrecord": [0, 1, 2],
+        },
+    )
     bad = shards / "train-00001-00000.tfrecord"
     data = bytearray(bad.read_bytes())
     data[len(data) // 2] ^= 0xFF  # one flipped byte, as a bad disk or a torn copy leaves

@@ -16,7 +16,8 @@ import pytest
 from shardmaker import write_shards
 from trainutil import SMALL, digests, history, kill_tree, newest_checkpoint, run, train_cmd
 
-from hpml.preemption import MARKER, REQUEUE_EXIT_CODE
+from hpml.core.runfiles import RunDir
+from hpml.train.preemption import REQUEUE_EXIT_CODE
 
 LAYOUT = {  # 88 train records: 11 steps of 2 ranks x batch 4
     "train-00000-00000.tfrecord": [0, 1, 2] * 16,
@@ -26,8 +27,13 @@ LAYOUT = {  # 88 train records: 11 steps of 2 ranks x batch 4
 STEPS = 11
 # The plateau never sees an improvement after epoch 1 (min_delta is huge): the LR halves at the
 # end of epochs 2 and 3, so the LR in the checkpoint matters.
-PLATEAU = ["train.epochs=3", "train.plateau_patience=1", "train.plateau_min_delta=1e9", "train.plateau_factor=0.5",
-           "train.plateau_min_lr=0"]  # fmt: skip
+PLATEAU = [
+    "train.epochs=3",
+    "train.plateau_patience=1",
+    "train.plateau_min_delta=1e9",
+    "train.plateau_factor=0.5",
+    "train.plateau_min_lr=0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +64,9 @@ def reference(shards, tmp_path_factory):
     ],
     ids=["sigkill-mid-epoch", "sigusr1-mid-epoch", "sigusr1-last-step"],
 )
-def test_interrupted_run_ends_exactly_like_an_uninterrupted_one(shards, reference, tmp_path, fault, first_exit,
-                                                                resumed_at):  # fmt: skip
+def test_interrupted_run_ends_exactly_like_an_uninterrupted_one(
+    shards, reference, tmp_path, fault, first_exit, resumed_at
+):
     run_dir = tmp_path / "run"
     cmd = train_cmd(shards, run_dir, *SMALL, *PLATEAU)
     code, log = run(cmd, fault=fault)
@@ -67,7 +74,7 @@ def test_interrupted_run_ends_exactly_like_an_uninterrupted_one(shards, referenc
         assert code != 0, log
     else:
         assert code == first_exit, log
-        assert (run_dir / MARKER).is_file() and "checkpoint saved; exit 75" in log
+        assert RunDir(run_dir).marker.is_file() and "checkpoint saved; exit 75" in log
     code, log = run(cmd)  # the same command again
     assert code == 0, log
     assert resumed_at in log
@@ -120,8 +127,10 @@ def test_resume_on_another_rank_count_rescales_position_and_lr(shards, tmp_path)
     assert code == REQUEUE_EXIT_CODE, log
     code, log = run(train_cmd(shards, run_dir, *SMALL, "train.epochs=1", np=1))
     assert code == 0, log
-    assert ("checkpoint written by 2 rank(s) x batch 4, resumed on 1 x 4: epoch 0 continues after 40 images "
-            "(step 5 of 11 -> step 10 of 22); lr 0.004 -> 0.002 (lr_scaling linear)") in log  # fmt: skip
+    assert (
+        "checkpoint written by 2 rank(s) x batch 4, resumed on 1 x 4: epoch 0 continues after 40 images "
+        "(step 5 of 11 -> step 10 of 22); lr 0.004 -> 0.002 (lr_scaling linear)"
+    ) in log
     iterations, state = newest_checkpoint(run_dir)
     assert iterations == state["global_step"] == 5 + 12 and state["lr"] == pytest.approx(0.002)
 
@@ -129,8 +138,12 @@ def test_resume_on_another_rank_count_rescales_position_and_lr(shards, tmp_path)
 def test_a_second_training_of_the_same_run_is_refused(shards, tmp_path):
     run_dir = tmp_path / "run"
     env = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
-    first = subprocess.Popen(train_cmd(shards, run_dir, *SMALL, "train.epochs=50"), env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    first = subprocess.Popen(
+        train_cmd(shards, run_dir, *SMALL, "train.epochs=50"),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 300
         while not (run_dir / "config.yaml").exists():  # written after the lock is taken

@@ -17,14 +17,22 @@ DEMO = REPO / "configs" / "demo.yaml"
 # Made shards (tests/shardmaker.py) are 16 px and need neither augmentation nor many steps. The
 # preemption check every step puts a stop injected at step N exactly at N (tests that exercise the
 # calibrated schedule set train.stop_check_steps=null).
-SMALL = ["data.image_size=16", "train.batch_size=4", "train.base_batch=4", "train.warmup_epochs=0",
-         "train.augment.rotation=0", "train.augment.shift=0", "train.augment.zoom=0", "train.augment.flip=false",
-         "train.augment.brightness=0", "train.stop_check_steps=1"]  # fmt: skip
+SMALL = [
+    "data.image_size=16",
+    "train.batch_size=4",
+    "train.base_batch=4",
+    "train.warmup_epochs=0",
+    "train.augment.rotation=0",
+    "train.augment.shift=0",
+    "train.augment.zoom=0",
+    "train.augment.flip=false",
+    "train.augment.brightness=0",
+    "train.stop_check_steps=1",
+]
 
 
 def train_cmd(shards, run_dir, *overrides, np=2, args=()):
-    cmd = [sys.executable, "-m", "hpml.cli", "train", "--config", DEMO, "--shards", shards, "--run-dir", run_dir,
-           *args]  # fmt: skip
+    cmd = [sys.executable, "-m", "hpml.cli", "train", "--config", DEMO, "--shards", shards, "--run-dir", run_dir, *args]
     if np:
         cmd = ["mpirun", "-np", str(np), *cmd]
     for item in overrides:
@@ -48,12 +56,12 @@ def history(run_dir: Path) -> list[dict]:
 
 def digests(log: str) -> dict[str, str]:
     """rank -> sha256 of all its weights (BatchNorm statistics included) at the end."""
-    return dict(re.findall(r"\[(\d+)/\d+\] INFO hpml.train: training done; weights sha256 (\w+)", log))
+    return dict(re.findall(r"\[(\d+)/\d+\] INFO hpml.train.loop: training done; weights sha256 (\w+)", log))
 
 
 def newest_checkpoint(run_dir: Path) -> tuple[int, dict]:
     """(optimizer iterations, TrainState) of the newest complete checkpoint."""
-    from hpml.checkpoints import complete
+    from hpml.train.checkpoints import complete
 
     prefix, meta = complete(run_dir / "checkpoints")[0]
     reader = tf.train.load_checkpoint(str(prefix))

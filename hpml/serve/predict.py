@@ -1,0 +1,125 @@
+"""`hpml predict`: classify image files (PNG, JPEG, DICOM) with a trained run.
+
+A file takes exactly the path its pixels took into the shards: hpml.imaging decode and crop
+policy, the record encoding (JPEG at the configured quality, or PNG), then the same decode
+as the training pipeline. So the model sees, bit for bit, the input it was trained on.
+With `explain_dir`, a Grad-CAM overlay (hpml.serve.gradcam) of each file is written there, computed
+on that same model input. Exits 1 when no file could be classified.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from hpml.core.config import CLASSES, Config
+from hpml.imaging import ImageError, encode, load_model_image
+from hpml.train.checkpoints import load_trained
+from hpml.train.data import decode_record_image
+
+log = logging.getLogger(__name__)
+DISCLAIMER = (
+    "DISCLAIMER: research software. These predictions are not a medical diagnosis and must not "
+    "be used for clinical decisions."
+)
+EXTENSIONS = {".png", ".jpg", ".jpeg", ".dcm", ".dicom"}
+
+
+def model_input(path: str | Path, cfg: Config) -> np.ndarray:
+    """uint8 [size, size, 1] exactly as the file's record in the shards would decode."""
+    p = cfg.preprocess
+    img, _ = load_model_image(path, cfg.data.image_size, p.policy, p.top_crop)
+    encoded = encode(img, p.encoding, p.jpeg_quality)
+    return decode_record_image(tf.constant(encoded), cfg.data.image_size).numpy()
+
+
+def expand(targets: list[Path]) -> list[Path]:
+    files = []
+    for target in targets:
+        if target.is_dir():
+            files += sorted(p for p in target.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
+        else:
+            files.append(target)
+    return files
+
+
+def explain_names(files: list[Path]) -> list[str]:
+    """One PNG name per file, unique even when two folders hold the same file name."""
+    names, seen = [], set()
+    for path in files:
+        name, n = f"{path.stem}.gradcam.png", 1
+        while name in seen:
+            n += 1
+            name = f"{path.stem}-{n}.gradcam.png"
+        seen.add(name)
+        names.append(name)
+    return names
+
+
+def write_explanations(
+    model, cfg: Config, files: list[Path], inputs: np.ndarray, out: Path, target: str = "vs-normal"
+) -> list[Path]:
+    from hpml.serve.gradcam import gradcam, overlay
+
+    out.mkdir(parents=True, exist_ok=True)
+    maps, used, probs = gradcam(model, inputs, batch=cfg.eval.batch_size, target=target)
+    written = []
+    for path, name, image, heat, c, p in zip(files, explain_names(files), inputs, maps, used, probs, strict=True):
+        title = f"{path.name}: {CLASSES[c]} (p = {p[c]:.3f}); Grad-CAM target {target}"
+        if not heat.any():
+            title += " - flat map: no positive evidence"
+        overlay(image, heat, out / name, title, footer="research software, not a diagnosis")
+        written.append(out / name)
+    return written
+
+
+def predict(
+    run_dir: Path,
+    targets: list[Path],
+    which: str = "best",
+    csv_path: Path | None = None,
+    explain_dir: Path | None = None,
+    explain_target: str = "vs-normal",
+) -> int:
+    cfg, model, description = load_trained(run_dir, which)
+    files = expand(targets)
+    inputs, kept, failed = [], [], []
+    for path in files:
+        try:
+            inputs.append(model_input(path, cfg))
+            kept.append(path)
+        except ImageError as exc:
+            failed.append((path, exc.reason))
+            log.warning("skipping %s: %s", path, exc.reason)
+    probs = model.predict(np.stack(inputs), batch_size=cfg.eval.batch_size, verbose=0) if inputs else []
+    width = max((len(str(p)) for p in kept), default=4)
+    print(f"{'file':<{width}}  {'class':<9}  " + "  ".join(f"{c:>9}" for c in CLASSES))
+    for path, p in zip(kept, probs, strict=True):
+        print(f"{str(path):<{width}}  {CLASSES[int(p.argmax())]:<9}  " + "  ".join(f"{v:9.4f}" for v in p))
+    for path, reason in failed:
+        print(f"{str(path):<{width}}  UNREADABLE: {reason}")
+    if csv_path:
+        with open(csv_path, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["file", "predicted", *(f"p_{c}" for c in CLASSES), "error"])
+            writer.writerows(
+                [str(f), CLASSES[int(p.argmax())], *(f"{v:.6f}" for v in p), ""]
+                for f, p in zip(kept, probs, strict=True)
+            )
+            writer.writerows([str(f), "", "", "", "", reason] for f, reason in failed)
+    if explain_dir and kept:
+        written = write_explanations(model, cfg, kept, np.stack(inputs), explain_dir, explain_target)
+        print(f"Grad-CAM overlays: {len(written)} PNG files in {explain_dir}")
+    print(f"model: {description}; {len(kept)} predicted, {len(failed)} unreadable")
+    print(DISCLAIMER)
+    sys.stdout.flush()
+    if not kept:
+        # Nothing classified (no files found, or none readable) is a failure a job script must see.
+        print(f"hpml predict: no file could be classified ({len(files)} found)", file=sys.stderr)
+        return 1
+    return 0

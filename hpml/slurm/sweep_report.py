@@ -1,0 +1,127 @@
+"""`hpml sweep report SWEEP`: one table of the points (Markdown + CSV) and their learning curves.
+
+Per point: its overrides, state, epochs done, the best value of the chosen metric and the
+epoch it came at, the best val_loss and val_accuracy, and what it used (GPU- or CPU-hours from
+the ranks' own records, hpml.slurm.usage; SBU where the cluster profile gives a rate).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from hpml.core.runfiles import SWEEP_FILE, RunDir
+from hpml.slurm import usage
+from hpml.slurm.sweep import point_dir, task_ids
+
+METRICS = ("val_accuracy", "val_loss", "accuracy", "loss")
+
+
+def _history(run_dir: Path) -> list[dict[str, float]]:
+    try:
+        with RunDir(run_dir).history.open() as fh:
+            return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(fh)]
+    except FileNotFoundError:
+        return []
+
+
+def _state(run_dir: Path, job: str | None, epochs: int, done: int, query) -> str:
+    if job and query:
+        info = query(job)
+        if info.state != "UNKNOWN":
+            return info.state + (f" ({info.restarts} restart{'s' * (info.restarts != 1)})" if info.restarts else "")
+    return "done" if done >= epochs else ("partial" if done else "not started")
+
+
+def rows(sweep_dir: Path, metric: str, query=None) -> list[dict]:
+    if metric not in METRICS:
+        raise ValueError(f"--metric: one of {', '.join(METRICS)}")
+    manifest = json.loads((sweep_dir / SWEEP_FILE).read_text())
+    cost = manifest.get("cost") or {}
+    jobs = task_ids(sweep_dir)
+    lower_is_better = metric.endswith("loss")
+    out = []
+    for p in manifest["points"]:
+        run = point_dir(sweep_dir, p["index"])
+        history = _history(run)
+        epochs = int(manifest.get("epochs", {}).get(str(p["index"]), 0)) or len(history)
+        row: dict = {"point": p["index"], **dict(o.split("=", 1) for o in p["overrides"])}
+        row["state"] = _state(run, jobs.get(p["index"]), epochs, len(history), query)
+        row["epochs"] = f"{len(history)}/{epochs}"
+        scored = [h for h in history if metric in h]
+        best = (min if lower_is_better else max)(scored, key=lambda h: h[metric]) if scored else None
+        row[f"best_{metric}"] = best[metric] if best else None
+        row["best_epoch"] = int(best["epoch"]) if best else None
+        row["min_val_loss"] = min((h["val_loss"] for h in history), default=None)
+        row["max_val_accuracy"] = max((h["val_accuracy"] for h in history), default=None)
+        used = usage.totals(usage.load(run))
+        row["gpu_hours"], row["cpu_hours"] = used["gpu_hours"], used["cpu_hours_allocated"]
+        rate_gpu, rate_cpu = cost.get("sbu_per_gpu_hour"), cost.get("sbu_per_cpu_hour")
+        if used["gpu_hours"] and rate_gpu:
+            row["sbu"] = round(used["gpu_hours"] * rate_gpu, 2)
+        elif not used["gpu_hours"] and rate_cpu:
+            row["sbu"] = round(used["cpu_hours_allocated"] * rate_cpu, 2)
+        else:
+            row["sbu"] = None
+        out.append(row)
+    key = f"best_{metric}"
+    scored_rows = sorted((r for r in out if r[key] is not None), key=lambda r: r[key], reverse=not lower_is_better)
+    return scored_rows + [r for r in out if r[key] is None]
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def write(sweep_dir: Path, table: list[dict], metric: str, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    columns = list(dict.fromkeys(k for r in table for k in r))
+    with (out / "report.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, columns)
+        writer.writeheader()
+        writer.writerows(table)
+    lines = [
+        f"# Sweep {sweep_dir.name}: {len(table)} points, sorted by best {metric}",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
+    ]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in table]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    paths = [out / "report.md", out / "report.csv"]
+    if any(_history(point_dir(sweep_dir, r["point"])) for r in table):
+        paths.append(curves(sweep_dir, table, out / "curves.png"))
+    return paths
+
+
+def curves(sweep_dir: Path, table: list[dict], path: Path) -> Path:
+    """Learning curves side by side: one column per point (best first), loss above accuracy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(table)
+    fig, axes = plt.subplots(2, n, figsize=(3.2 * n, 5.5), sharey="row", squeeze=False)
+    for col, row in enumerate(table):
+        history = _history(point_dir(sweep_dir, row["point"]))
+        epochs = [h["epoch"] for h in history]
+        for r, (train, val) in enumerate((("loss", "val_loss"), ("accuracy", "val_accuracy"))):
+            ax = axes[r][col]
+            ax.plot(epochs, [h.get(train) for h in history], label=train)
+            ax.plot(epochs, [h.get(val) for h in history], label=val)
+            ax.set_xlabel("epoch")
+            ax.grid(alpha=0.3)
+            if col == 0:
+                ax.legend(fontsize=7)
+        title = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in row.items() if "." in k)
+        axes[0][col].set_title(f"p{row['point']:03d}\n{title}", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

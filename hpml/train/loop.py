@@ -1,0 +1,238 @@
+"""`hpml train`: Horovod data-parallel Keras training from the shards.
+
+Start-up, in order: the preemption handler (an early SIGUSR1 must not kill the job), the run
+lock, the epoch plan from the manifest (every rank computes the same step count, and a split
+that cannot feed every rank stops the job before any step), the shards' checksums, the model,
+and the state to resume from (rank 0 decides: hpml.train.resume). Then per epoch: one Keras `fit`
+over the rest of the epoch (none when a preemption struck on its last step), the epoch-end
+decisions taken alike on every rank (hpml.train.epoch_end, hpml.train.plateau), and rank 0's checkpoint.
+Rank 0 alone writes the run directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import tensorflow as tf
+
+from hpml.core.config import CLASSES, Config, save_config
+from hpml.core.failure import phase
+from hpml.core.runfiles import RunDir
+from hpml.core.world import World
+from hpml.models.build import parameter_counts
+from hpml.parallel import distributed
+from hpml.shards.shardset import ShardSet
+from hpml.train import checkpoints
+from hpml.train.callbacks import StepProgress, Warmup, training_callbacks
+from hpml.train.checkpoints import TrainState
+from hpml.train.compile import compile_model
+from hpml.train.data import train_dataset, train_shard_labels
+from hpml.train.epoch_end import record_epoch, validate, weights_digest
+from hpml.train.epoch_plan import TrainDataError, TrainPlan
+from hpml.train.plateau import plateau_step
+from hpml.train.preemption import REQUEUE_EXIT_CODE, Preemption, clear_marker, install_handlers, write_marker
+from hpml.train.provenance import write_versions
+from hpml.train.resume import resume, set_aside
+from hpml.train.run_lock import acquire_lock, release_lock
+from hpml.train.shard_check import explain_data_error, verify_shards
+from hpml.train.staging import stage
+from hpml.train.status_writer import StatusWriter
+
+log = logging.getLogger(__name__)
+
+
+def _check_val(shards: ShardSet, cfg: Config) -> None:
+    if cfg.train.validate and shards.manifest["totals"].get("val", {}).get("count", 0) == 0:
+        raise TrainDataError(
+            f"{shards.manifest_path} has no val records: training monitors the validation loss "
+            "(ReduceLROnPlateau, best.h5). Build the split with a val set and preprocess it, or set "
+            "train.validate: false to train without one (no plateau; best.h5 is the last epoch)."
+        )
+
+
+def _log_start(model: tf.keras.Model, cfg: Config, world: World, plan: TrainPlan, lr: float) -> None:
+    counts = parameter_counts(model)
+    log.info(
+        "model %s: %s parameters (backbone %s, head %s); %d ranks x batch %d, %d steps/epoch, lr %.3g",
+        model.name,
+        f"{counts['total']:,}",
+        f"{counts['backbone']:,}",
+        f"{counts['head']:,}",
+        world.size,
+        cfg.train.batch_size,
+        plan.steps,
+        lr,
+    )
+    if plan.steps != plan.natural_steps:
+        log.info("train.steps_per_epoch %d: an epoch of the data is %d steps", plan.steps, plan.natural_steps)
+    if cfg.model.weights is None and cfg.model.backbone != "tiny_cnn":
+        log.warning(
+            "model.weights is null: the %s backbone trains from random weights (COVID-Net and HPML "
+            "start from ImageNet weights; give a local weights file for comparable results)",
+            cfg.model.backbone,
+        )
+
+
+def train(cfg: Config, shard_dir: Path, run_dir: Path, restart: bool = False) -> int:
+    install_handlers()  # first: a preemption signal during start-up (staging, model build) is kept, not fatal
+    world = distributed.init()
+    preemption = Preemption(cfg.train.accumulate_steps, cfg.train.stop_check_steps)
+    # The run records where its data really came from: evaluation reads the same shards.
+    cfg = replace(cfg, data=replace(cfg.data, shards=str(Path(shard_dir).resolve())))
+    with phase("startup"):
+        if world.is_root:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            acquire_lock(run_dir)
+    try:
+        return _train(cfg, Path(shard_dir), run_dir, restart, world, preemption)
+    finally:
+        if world.is_root:
+            release_lock(run_dir)
+
+
+def _train(cfg: Config, shard_dir: Path, run_dir: Path, restart: bool, world: World, preemption: Preemption) -> int:
+    t, run = cfg.train, RunDir(run_dir)
+    if world.is_root:
+        if restart:
+            set_aside(run_dir)
+        run.checkpoints.mkdir(exist_ok=True)
+        clear_marker(run_dir)  # this run is the resumption
+        save_config(cfg, run.config)
+        write_versions(run.versions)
+    shards = None
+    if cfg.data.stage_dir:
+        with phase("stage"):
+            shards = stage(ShardSet.open(shard_dir), Path(cfg.data.stage_dir), world, ("train", "val"))
+            distributed.barrier()
+    with phase("plan"):
+        shards = shards or ShardSet.open(shard_dir)
+        plan = TrainPlan(train_shard_labels(shards), t, world)
+        _check_val(shards, cfg)
+    if cfg.data.verify:
+        with phase("verify"):
+            verify_shards(shards, world, ("train", "val") if t.validate else ("train",))
+    lr = distributed.scaled_lr(t.lr, t.batch_size, t.base_batch, world.size, t.lr_scaling, t.accumulate_steps)
+    with phase("build"):
+        model = compile_model(cfg, lr, world)
+    if world.is_root:
+        _log_start(model, cfg, world, plan, lr)
+    with phase("restore"):
+        state = resume(model, run_dir, cfg, world, plan.steps, lr)
+    fp = checkpoints.fingerprint(cfg, model)
+    # The first row this attempt writes replaces any row of that epoch or later: a previous attempt may
+    # have written them before a checkpoint that did not survive (or before --restart set it aside).
+    resumed_epoch: int | None = state.epoch
+    status = StatusWriter(run_dir, world, state, t.epochs, plan.steps, t.batch_size * world.size)  # RUN/status.json
+    progress = StepProgress(world)
+    warmup = Warmup(t.lr, lr, int(t.warmup_epochs * plan.steps), state.global_step)
+    callbacks = training_callbacks(preemption, warmup, progress, [status.callback()])
+    class_weight = {i: t.class_weights[c] for i, c in enumerate(CLASSES)}
+    class_weight = None if len(set(class_weight.values())) == 1 else class_weight
+    writer = tf.summary.create_file_writer(str(run.tensorboard)) if world.is_root else None
+    while state.epoch < t.epochs:
+        start = time.monotonic()
+        remaining = plan.steps - state.step_in_epoch
+        if remaining > 0:  # zero when a preemption struck on the epoch's last step
+            progress.start(f"epoch {state.epoch + 1}/{t.epochs}", remaining)
+            with phase("fit"):
+                _fit(model, plan, cfg, state, remaining, callbacks, class_weight, preemption, shards.root)
+        if preemption.requested or preemption.at_epoch_end():  # a stop agreed in the epoch, or at its end
+            return _preempted(model, run_dir, state, fp, world)
+        with phase("validate"):
+            distributed.average_non_trainable(model)
+            val_loss, val_acc = validate(model, shards, cfg, world) if t.validate else ("", "")
+        lr_now = float(model.optimizer.learning_rate.numpy())
+        row = {
+            "epoch": state.epoch,
+            "loss": state.partial_loss,
+            "accuracy": state.partial_accuracy,
+            "val_loss": val_loss,
+            "val_accuracy": val_acc,
+            "lr": lr_now,
+            "seconds": round(time.monotonic() - start, 2),
+        }
+        improved = True  # without validation, best.h5 is the last epoch
+        if t.validate:
+            new_lr, improved = plateau_step(state, val_loss, lr_now, t)
+            if new_lr != lr_now:
+                model.optimizer.learning_rate.assign(new_lr)
+                if world.is_root:
+                    log.info(
+                        "val_loss has not improved by %g for %d epochs: lr -> %.3g",
+                        t.plateau_min_delta,
+                        t.plateau_patience,
+                        new_lr,
+                    )
+        state = replace(
+            state,
+            epoch=state.epoch + 1,
+            step_in_epoch=0,
+            partial_loss=0.0,
+            partial_accuracy=0.0,
+            lr=float(model.optimizer.learning_rate.numpy()),
+        )
+        with phase("checkpoint"):
+            if world.is_root:
+                record_epoch(run_dir, writer, row, state.epoch, t.epochs, resumed_epoch)
+                status.epoch_end(row, state)
+                if improved:
+                    checkpoints.save_weights_atomic(model, run.best)
+                checkpoints.save(model, run.checkpoints, state, fp)
+            resumed_epoch = None
+            distributed.barrier()  # nobody races ahead of a checkpoint being written
+    log.info("training done; weights sha256 %s", weights_digest(model))
+    return 0
+
+
+def _fit(
+    model,
+    plan: TrainPlan,
+    cfg: Config,
+    state: TrainState,
+    remaining: int,
+    callbacks,
+    class_weight,
+    preemption: Preemption,
+    shard_dir: Path,
+) -> None:
+    """Train the rest of the epoch; fold its steps and metrics into `state`."""
+    data = train_dataset(plan, cfg, state.epoch, state.step_in_epoch)
+    try:
+        fit = model.fit(
+            data,
+            epochs=state.epoch + 1,
+            initial_epoch=state.epoch,
+            steps_per_epoch=remaining,
+            class_weight=class_weight,
+            callbacks=callbacks,
+            verbose=0,
+        )
+    except (tf.errors.DataLossError, tf.errors.NotFoundError) as exc:
+        files = sorted({span.file for stream in plan.streams(state.epoch) for span in stream.spans})
+        raise explain_data_error(exc, files, shard_dir) from None
+    done, before = preemption.steps_done, state.step_in_epoch
+    if done:  # epoch means so far, as if the epoch had been one fit call
+        weight = done / (before + done)
+        state.partial_loss += (fit.history["loss"][-1] - state.partial_loss) * weight
+        state.partial_accuracy += (fit.history["accuracy"][-1] - state.partial_accuracy) * weight
+    state.step_in_epoch += done
+    state.global_step += done
+
+
+def _preempted(model, run_dir: Path, state: TrainState, fp: dict, world: World) -> int:
+    state.lr = float(model.optimizer.learning_rate.numpy())
+    with phase("checkpoint"):
+        if world.is_root:
+            checkpoints.save(model, RunDir(run_dir).checkpoints, state, fp)
+            write_marker(run_dir, state.epoch, state.step_in_epoch)  # names this job + restart count
+            log.warning(
+                "preempted at epoch %d step %d: checkpoint saved; exit %d = requeue me",
+                state.epoch,
+                state.step_in_epoch,
+                REQUEUE_EXIT_CODE,
+            )
+        distributed.barrier()
+    return REQUEUE_EXIT_CODE
