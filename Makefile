@@ -1,4 +1,5 @@
-# hpml: the two commands are `make demo` and `make test`; both install what is missing first.
+# hpml: the two commands are `make demo` and `make test` (`make test-fast` for the day-to-day loop);
+# all install what is missing first.
 # Everything lives in .venv; the Horovod wheel (6-7 min to build on 2 cores) is cached outside
 # the repository, keyed by the TensorFlow it was built against, so reinstalls take seconds.
 
@@ -14,7 +15,7 @@ STAMP       := $(VENV)/.installed
 MPI_ENV     := OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint bench clean system-deps horovod-wheel check-horovod container-check
+.PHONY: install demo test test-fast lint bench clean system-deps horovod-wheel check-horovod container-check
 
 install: $(STAMP)
 
@@ -63,6 +64,10 @@ demo: install
 
 test: install
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The day-to-day loop: unit tests and the pipeline tests not marked slow (<= 5 min on 2 cores).
+test-fast: install
+	$(VENV)/bin/pytest tests/unit tests/pipeline -m "not slow" $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check hpml preprocess tests

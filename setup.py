@@ -6,6 +6,7 @@ does not work with Keras 3, so TensorFlow stays on 2.15.
 """
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -22,6 +23,9 @@ TENSORFLOW = {
     "system-cuda": "tensorflow==2.15.1",
 }[os.environ.get("HPML_TENSORFLOW", "cpu")]
 HOROVOD = "horovod==0.28.1"
+# The version lives in hpml/__init__.py (`hpml.__version__`); read, not imported: nothing is installed yet.
+_INIT = (Path(__file__).resolve().parent / "hpml" / "__init__.py").read_text()
+VERSION = re.search(r'^__version__ = "(.+)"$', _INIT, re.M)[1]
 
 
 class BuildWithJobFiles(build_py):
@@ -39,7 +43,7 @@ class BuildWithJobFiles(build_py):
 
 setup(
     name="hpml",
-    version="0.1.0",
+    version=VERSION,
     description="COVID-Net style chest X-ray classification on SLURM with MPI and Horovod",
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["hpml", "hpml.*", "preprocess", "preprocess.*"]),

@@ -1,7 +1,7 @@
 """Read an Apptainer definition file the way `apptainer build` does (header, sections, %files).
 
 Used by `containers/check.sh` (which builds the CPU definition with debootstrap + chroot) and by
-tests/test_containers.py, so the check runs what the definition says instead of a copy of it.
+tests/unit/test_containers.py, so the check runs what the definition says instead of a copy of it.
 Standard library only: it runs with the host's bare Python before anything is installed.
 
     python3 containers/deffile.py DEF header KEY     # value of a header key ("" if absent)

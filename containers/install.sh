@@ -37,7 +37,7 @@ tf_variant() {
 
 # Everything apt is asked for, in install order. Never a package the CUDA base image holds
 # (libnccl2, libnccl-dev, libcublas-*, libcudnn8): they are installed already, and asking apt for
-# them again stops the build ("Held packages were changed"). tests/test_containers.py checks this.
+# them again stops the build ("Held packages were changed"). tests/unit/test_containers.py checks this.
 apt_packages() {
   ppa_packages "$1"
   main_packages "$1"

@@ -12,12 +12,25 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = REPO.parent / "shared" / "data" / "cxr-real"
+WORKERS = REPO / "tests" / "workers"  # scripts that MPI ranks run
 MPI_ENV = {
     "OMPI_ALLOW_RUN_AS_ROOT": "1",
     "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
     "OMPI_MCA_rmaps_base_oversubscribe": "1",
     "TF_CPP_MIN_LOG_LEVEL": "2",
 }
+
+
+TIERS = ("unit", "pipeline", "slurm", "system")
+
+
+def pytest_collection_modifyitems(items):
+    """Each test carries the marker of its folder: tests/<tier>/test_*.py."""
+    for item in items:
+        tier = Path(item.fspath).relative_to(REPO / "tests").parts[0]
+        if tier not in TIERS:
+            raise pytest.UsageError(f"{item.fspath}: tests live in tests/{{{','.join(TIERS)}}}/")
+        item.add_marker(getattr(pytest.mark, tier))
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +55,11 @@ def corpus_copy(synth_corpus, tmp_path) -> Path:
     dst = tmp_path / "corpus"
     shutil.copytree(synth_corpus, dst)
     return dst
+
+
+def sets(*overrides: str) -> list[str]:
+    """`--set` options: sets("train.epochs=1", "data.shards=S") -> [--set, train.epochs=1, --set, ...]."""
+    return [arg for item in overrides for arg in ("--set", item)]
 
 
 def hpml(*args: str, np: int = 0, timeout: float = 600, check: bool = True, **kw):
@@ -75,20 +93,8 @@ def demo_run(tmp_path_factory) -> Path:
         BuildOptions(seed=1, test_per_class={"normal": 11, "pneumonia": 10, "COVID-19": 10}),
     )
     hpml("preprocess", "--config", demo, "--split-dir", root / "split", "--out", root / "shards", np=2)
-    hpml(
-        "train",
-        "--config",
-        demo,
-        "--shards",
-        root / "shards",
-        "--run-dir",
-        root / "run",
-        "--set",
-        "train.epochs=6",
-        "--set",
-        "train.steps_per_epoch=30",
-        np=2,
-    )
+    overrides = sets("train.epochs=6", "train.steps_per_epoch=30")
+    hpml("train", "--config", demo, "--shards", root / "shards", "--run-dir", root / "run", *overrides, np=2)
     return root
 
 

@@ -11,7 +11,8 @@ judges its target (hpml.bench.rounds).
 
 from __future__ import annotations
 
-import itertools
+import functools
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -67,11 +68,13 @@ def bare_decode(records: list[bytes]) -> float:
     return len(records) / (time.perf_counter() - start)
 
 
-def batches(shards: ShardSet, cfg: Config) -> Iterator[tf.Tensor]:
-    """Training batches of rank 0 of 1, epoch after epoch, exactly as `hpml train` reads them."""
+def batches(shards: ShardSet, cfg: Config, epochs: int) -> Iterator[tf.Tensor]:
+    """Training batches of rank 0 of 1, exactly as `hpml train` reads them, as one stream over
+    `epochs` epochs (then again): no round pays for starting a new epoch's pipeline."""
     plan = TrainPlan(train_shard_labels(shards), cfg.train, World())
-    for epoch in itertools.count():
-        yield from train_dataset(plan, cfg, epoch, 0)
+    stream = functools.reduce(tf.data.Dataset.concatenate, (train_dataset(plan, cfg, e, 0) for e in range(epochs)))
+    while True:
+        yield from stream
 
 
 def pipeline(stream: Iterator[tf.Tensor], batch_size: int, images: int) -> float:
@@ -87,7 +90,10 @@ def bench(cfg: Config, shards: ShardSet, originals: list[str], limit: int, budge
     paths = originals[:limit]
     records = [bytes(r.numpy()) for r in tf.data.TFRecordDataset(shards.files("train")).take(limit)]
     print(f"{len(paths)} original files vs the shards in {shards.root}; {size} px, batch {batch}")
-    streams = {"on": batches(shards, cfg), "off": batches(shards, replace(cfg, train=replace(cfg.train, augment=OFF)))}
+    plan_steps = TrainPlan(train_shard_labels(shards), cfg.train, World()).steps
+    epochs = math.ceil((budget.max_rounds * max(1, limit // batch) + 2) / plan_steps)
+    off = replace(cfg, train=replace(cfg.train, augment=OFF))
+    streams = {"on": batches(shards, cfg, epochs), "off": batches(shards, off, epochs)}
     for stream in streams.values():  # warm-up: graph tracing and buffer fill are not throughput
         next(stream), next(stream)
     rates: dict[str, list[float]] = {}

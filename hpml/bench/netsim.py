@@ -152,21 +152,7 @@ class Network:
         for node in self.nodes:
             _sh("ip", "netns", "add", node.netns)
         # Temporary names in the root namespace, renamed to IFACE inside each node.
-        _sh(
-            "ip",
-            "link",
-            "add",
-            f"{a.netns}x",
-            "mtu",
-            str(self.mtu),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            f"{b.netns}x",
-            "mtu",
-            str(self.mtu),
-        )
+        _sh(*f"ip link add {a.netns}x mtu {self.mtu} type veth peer name {b.netns}x mtu {self.mtu}".split())
         hosts = "127.0.0.1 localhost\n" + "".join(f"{n.ip} {n.host}\n" for n in self.nodes)
         for node in self.nodes:
             ns = ("ip", "-n", node.netns)

@@ -26,14 +26,14 @@ def _stage(number: int, total: int, title: str, args: list[str], ranks: int = 0)
     start = time.monotonic()
     proc = subprocess.run(cmd, env=mpirun_env())
     if proc.returncode != 0:
-        raise SystemExit(f"hpml.cli.demo: stage '{title}' failed with exit code {proc.returncode}")
+        raise SystemExit(f"hpml demo: stage '{title}' failed with exit code {proc.returncode}")
     print(f"=== [{number}/{total}] done in {time.monotonic() - start:.0f}s", flush=True)
 
 
 def source_dirs(data: Path) -> list[Path]:
     """Every sub-folder is a source; `covidx build` names any that matches no layout."""
     if not data.is_dir():
-        raise SystemExit(f"hpml.cli.demo: --data {data}: not a folder")
+        raise SystemExit(f"hpml demo: --data {data}: not a folder")
     return sorted(p for p in data.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
@@ -62,7 +62,7 @@ def demo(out: Path, ranks: int, data: Path | None, config: Path | None, override
     _stage(4, 6, f"train with Horovod on {ranks} ranks", ["train", "--run-dir", str(run), *sets], ranks)
     _stage(5, 6, "evaluate on the validation split", ["evaluate", "--run-dir", str(run), "--split", "val"], ranks)
     _stage(6, 6, "evaluate on the test split", ["evaluate", "--run-dir", str(run), "--split", "test"], ranks)
-    print(f"\nhpml.cli.demo finished in {time.monotonic() - started:.0f}s. Where things are:")
+    print(f"\nhpml demo finished in {time.monotonic() - started:.0f}s. Where things are:")
     places = {
         "split files": split,
         "shards + manifest": shards,

@@ -15,8 +15,7 @@ GROUPS = (data, training, cluster, bench)  # in the order `hpml --help` lists th
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="hpml",
-        description="COVID-19 chest X-ray classification on SLURM clusters with MPI and Horovod.",
+        prog="hpml", description="COVID-19 chest X-ray classification on SLURM clusters with MPI and Horovod."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = config_options()

@@ -1,1 +1,14 @@
-"""TODO."""
+"""What every stage shares, with no TensorFlow, MPI or SLURM in it.
+
+    config      experiment YAML -> typed dataclasses, `--set` overrides, errors naming key and file
+    errors      UsageError (exit 2, message only) and SourceError
+    failure     the collective failure rule: any rank fails -> every rank stops, says why once
+    faults      HPML_FAULT: make a chosen rank fail at a named phase (tests, drills)
+    world       World: rank, size, local rank (the one notion of rank)
+    logs        the rank on every log line; progress for a terminal or a SLURM log
+    files       atomic writes and sha256 of files
+    runfiles    the names of the files in a run directory (RunDir)
+    jobid       which SLURM job and restart this process belongs to (from its environment)
+
+Imports nothing else of hpml.
+"""

@@ -30,13 +30,7 @@ class Progress:
     """Counts work done; renders on rank 0 only. Use as a context manager."""
 
     def __init__(
-        self,
-        total: int,
-        desc: str,
-        world: World = World(),
-        unit: str = "img",
-        every: float = 30.0,
-        stream=None,
+        self, total: int, desc: str, world: World = World(), unit: str = "img", every: float = 30.0, stream=None
     ) -> None:
         self.total, self.desc, self.unit, self.every = total, desc, unit, every
         self.done = 0

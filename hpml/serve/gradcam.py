@@ -18,7 +18,7 @@ probabilities (the paper's choice; a confident softmax has vanishing gradients).
 Why vs-normal is the default: evidence that a class shares with normal (clear lung fields)
 raises y_c too, and on the demo's synthetic films the plain-logit map of the trained tiny CNN
 peaked on the CLEAR lung for most pneumonia images; the log-odds map peaks on the
-consolidation (tests/test_gradcam.py measures both). The input is the uint8 gray image the
+consolidation (tests/pipeline/test_gradcam.py measures both). The input is the uint8 gray image the
 model itself takes (hpml.predict.model_input), so the map is over exactly the pixels the
 prediction came from.
 """

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import tensorflow as tf
@@ -56,15 +56,8 @@ def _check_val(shards: ShardSet, cfg: Config) -> None:
 def _log_start(model: tf.keras.Model, cfg: Config, world: World, plan: TrainPlan, lr: float) -> None:
     counts = parameter_counts(model)
     log.info(
-        "model %s: %s parameters (backbone %s, head %s); %d ranks x batch %d, %d steps/epoch, lr %.3g",
-        model.name,
-        f"{counts['total']:,}",
-        f"{counts['backbone']:,}",
-        f"{counts['head']:,}",
-        world.size,
-        cfg.train.batch_size,
-        plan.steps,
-        lr,
+        f"model {model.name}: {counts['total']:,} parameters (backbone {counts['backbone']:,}, head "
+        f"{counts['head']:,}); {world.size} ranks x batch {cfg.train.batch_size}, {plan.steps} steps/epoch, lr {lr:.3g}"
     )
     if plan.steps != plan.natural_steps:
         log.info("train.steps_per_epoch %d: an epoch of the data is %d steps", plan.steps, plan.natural_steps)
@@ -121,58 +114,28 @@ def _train(cfg: Config, shard_dir: Path, run_dir: Path, restart: bool, world: Wo
         _log_start(model, cfg, world, plan, lr)
     with phase("restore"):
         state = resume(model, run_dir, cfg, world, plan.steps, lr)
+    status = StatusWriter(run_dir, world, state, t.epochs, plan.steps, t.batch_size * world.size)  # RUN/status.json
+    warmup = Warmup(t.lr, lr, int(t.warmup_epochs * plan.steps), state.global_step)
+    progress = StepProgress(world)
+    callbacks = training_callbacks(preemption, warmup, progress, [status.callback()])
+    attempt = Attempt(cfg, world, run, shards, plan, model, preemption, callbacks)
     fp = checkpoints.fingerprint(cfg, model)
     # The first row this attempt writes replaces any row of that epoch or later: a previous attempt may
     # have written them before a checkpoint that did not survive (or before --restart set it aside).
     resumed_epoch: int | None = state.epoch
-    status = StatusWriter(run_dir, world, state, t.epochs, plan.steps, t.batch_size * world.size)  # RUN/status.json
-    progress = StepProgress(world)
-    warmup = Warmup(t.lr, lr, int(t.warmup_epochs * plan.steps), state.global_step)
-    callbacks = training_callbacks(preemption, warmup, progress, [status.callback()])
-    class_weight = {i: t.class_weights[c] for i, c in enumerate(CLASSES)}
-    class_weight = None if len(set(class_weight.values())) == 1 else class_weight
     writer = tf.summary.create_file_writer(str(run.tensorboard)) if world.is_root else None
     while state.epoch < t.epochs:
         start = time.monotonic()
-        remaining = plan.steps - state.step_in_epoch
-        if remaining > 0:  # zero when a preemption struck on the epoch's last step
-            progress.start(f"epoch {state.epoch + 1}/{t.epochs}", remaining)
+        if state.step_in_epoch < plan.steps:  # none left when a preemption struck on the epoch's last step
+            progress.start(f"epoch {state.epoch + 1}/{t.epochs}", plan.steps - state.step_in_epoch)
             with phase("fit"):
-                _fit(model, plan, cfg, state, remaining, callbacks, class_weight, preemption, shards.root)
+                attempt.fit(state)
         if preemption.requested or preemption.at_epoch_end():  # a stop agreed in the epoch, or at its end
-            return _preempted(model, run_dir, state, fp, world)
+            return _preempted(attempt, state, fp)
         with phase("validate"):
-            distributed.average_non_trainable(model)
-            val_loss, val_acc = validate(model, shards, cfg, world) if t.validate else ("", "")
-        lr_now = float(model.optimizer.learning_rate.numpy())
-        row = {
-            "epoch": state.epoch,
-            "loss": state.partial_loss,
-            "accuracy": state.partial_accuracy,
-            "val_loss": val_loss,
-            "val_accuracy": val_acc,
-            "lr": lr_now,
-            "seconds": round(time.monotonic() - start, 2),
-        }
-        improved = True  # without validation, best.h5 is the last epoch
-        if t.validate:
-            new_lr, improved = plateau_step(state, val_loss, lr_now, t)
-            if new_lr != lr_now:
-                model.optimizer.learning_rate.assign(new_lr)
-                if world.is_root:
-                    log.info(
-                        "val_loss has not improved by %g for %d epochs: lr -> %.3g",
-                        t.plateau_min_delta,
-                        t.plateau_patience,
-                        new_lr,
-                    )
+            row, improved = attempt.end_epoch(state, start)
         state = replace(
-            state,
-            epoch=state.epoch + 1,
-            step_in_epoch=0,
-            partial_loss=0.0,
-            partial_accuracy=0.0,
-            lr=float(model.optimizer.learning_rate.numpy()),
+            state, epoch=state.epoch + 1, step_in_epoch=0, partial_loss=0.0, partial_accuracy=0.0, lr=attempt.lr()
         )
         with phase("checkpoint"):
             if world.is_root:
@@ -187,52 +150,88 @@ def _train(cfg: Config, shard_dir: Path, run_dir: Path, restart: bool, world: Wo
     return 0
 
 
-def _fit(
-    model,
-    plan: TrainPlan,
-    cfg: Config,
-    state: TrainState,
-    remaining: int,
-    callbacks,
-    class_weight,
-    preemption: Preemption,
-    shard_dir: Path,
-) -> None:
-    """Train the rest of the epoch; fold its steps and metrics into `state`."""
-    data = train_dataset(plan, cfg, state.epoch, state.step_in_epoch)
-    try:
-        fit = model.fit(
-            data,
-            epochs=state.epoch + 1,
-            initial_epoch=state.epoch,
-            steps_per_epoch=remaining,
-            class_weight=class_weight,
-            callbacks=callbacks,
-            verbose=0,
-        )
-    except (tf.errors.DataLossError, tf.errors.NotFoundError) as exc:
-        files = sorted({span.file for stream in plan.streams(state.epoch) for span in stream.spans})
-        raise explain_data_error(exc, files, shard_dir) from None
-    done, before = preemption.steps_done, state.step_in_epoch
-    if done:  # epoch means so far, as if the epoch had been one fit call
-        weight = done / (before + done)
-        state.partial_loss += (fit.history["loss"][-1] - state.partial_loss) * weight
-        state.partial_accuracy += (fit.history["accuracy"][-1] - state.partial_accuracy) * weight
-    state.step_in_epoch += done
-    state.global_step += done
+@dataclass
+class Attempt:
+    """One start or resumption of a run: what every epoch of it trains with."""
+
+    cfg: Config
+    world: World
+    run: RunDir
+    shards: ShardSet
+    plan: TrainPlan
+    model: tf.keras.Model
+    preemption: Preemption
+    callbacks: list
+
+    def lr(self) -> float:
+        return float(self.model.optimizer.learning_rate.numpy())
+
+    def class_weight(self) -> dict[int, float] | None:
+        weights = {i: self.cfg.train.class_weights[c] for i, c in enumerate(CLASSES)}
+        return None if len(set(weights.values())) == 1 else weights
+
+    def fit(self, state: TrainState) -> None:
+        """Train the rest of the state's epoch (one Keras `fit`); fold its steps and metrics into `state`."""
+        remaining = self.plan.steps - state.step_in_epoch
+        data = train_dataset(self.plan, self.cfg, state.epoch, state.step_in_epoch)
+        try:
+            fit = self.model.fit(
+                data,
+                epochs=state.epoch + 1,
+                initial_epoch=state.epoch,
+                steps_per_epoch=remaining,
+                class_weight=self.class_weight(),
+                callbacks=self.callbacks,
+                verbose=0,
+            )
+        except (tf.errors.DataLossError, tf.errors.NotFoundError) as exc:
+            files = sorted({span.file for stream in self.plan.streams(state.epoch) for span in stream.spans})
+            raise explain_data_error(exc, files, self.shards.root) from None
+        done, before = self.preemption.steps_done, state.step_in_epoch
+        if done:  # epoch means so far, as if the epoch had been one fit call
+            weight = done / (before + done)
+            state.partial_loss += (fit.history["loss"][-1] - state.partial_loss) * weight
+            state.partial_accuracy += (fit.history["accuracy"][-1] - state.partial_accuracy) * weight
+        state.step_in_epoch += done
+        state.global_step += done
+
+    def end_epoch(self, state: TrainState, start: float) -> tuple[dict, bool]:
+        """Validation and the LR decision, alike on every rank: (history row, best so far?)."""
+        t = self.cfg.train
+        distributed.average_non_trainable(self.model)
+        val_loss, val_acc = validate(self.model, self.shards, self.cfg, self.world) if t.validate else ("", "")
+        lr_now = self.lr()
+        row = {
+            "epoch": state.epoch,
+            "loss": state.partial_loss,
+            "accuracy": state.partial_accuracy,
+            "val_loss": val_loss,
+            "val_accuracy": val_acc,
+            "lr": lr_now,
+            "seconds": round(time.monotonic() - start, 2),
+        }
+        if not t.validate:
+            return row, True  # without validation, best.h5 is the last epoch
+        new_lr, improved = plateau_step(state, val_loss, lr_now, t)
+        if new_lr != lr_now:
+            self.model.optimizer.learning_rate.assign(new_lr)
+            if self.world.is_root:
+                log.info(
+                    f"val_loss has not improved by {t.plateau_min_delta:g} for {t.plateau_patience} epochs: "
+                    f"lr -> {new_lr:.3g}"
+                )
+        return row, improved
 
 
-def _preempted(model, run_dir: Path, state: TrainState, fp: dict, world: World) -> int:
-    state.lr = float(model.optimizer.learning_rate.numpy())
+def _preempted(attempt: Attempt, state: TrainState, fp: dict) -> int:
+    state.lr = attempt.lr()
     with phase("checkpoint"):
-        if world.is_root:
-            checkpoints.save(model, RunDir(run_dir).checkpoints, state, fp)
-            write_marker(run_dir, state.epoch, state.step_in_epoch)  # names this job + restart count
+        if attempt.world.is_root:
+            checkpoints.save(attempt.model, attempt.run.checkpoints, state, fp)
+            write_marker(attempt.run.path, state.epoch, state.step_in_epoch)  # names this job + restart count
             log.warning(
-                "preempted at epoch %d step %d: checkpoint saved; exit %d = requeue me",
-                state.epoch,
-                state.step_in_epoch,
-                REQUEUE_EXIT_CODE,
+                f"preempted at epoch {state.epoch} step {state.step_in_epoch}: checkpoint saved; "
+                f"exit {REQUEUE_EXIT_CODE} = requeue me"
             )
         distributed.barrier()
     return REQUEUE_EXIT_CODE

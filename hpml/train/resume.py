@@ -69,19 +69,10 @@ def _rescale(state: TrainState, cfg: Config, world: World, steps: int) -> TrainS
         step = min(seen // (t.batch_size * world.size), steps)
         if world.is_root:
             log.warning(
-                "checkpoint written by %d rank(s) x batch %d, resumed on %d x %d: epoch %d continues after "
-                "%d images (step %d of %d -> step %d of %d); lr %.4g -> %.4g (lr_scaling %s)",
-                *old,
-                *new,
-                state.epoch,
-                seen,
-                state.step_in_epoch,
-                state.steps_per_epoch,
-                step,
-                steps,
-                state.lr,
-                state.lr * lr_ratio,
-                t.lr_scaling,
+                f"checkpoint written by {old[0]} rank(s) x batch {old[1]}, resumed on {new[0]} x {new[1]}: epoch "
+                f"{state.epoch} continues after {seen} images (step {state.step_in_epoch} of {state.steps_per_epoch}"
+                f" -> step {step} of {steps}); lr {state.lr:.4g} -> {state.lr * lr_ratio:.4g} "
+                f"(lr_scaling {t.lr_scaling})"
             )
         state = replace(state, step_in_epoch=step, lr=state.lr * lr_ratio)
     elif state.step_in_epoch > steps:

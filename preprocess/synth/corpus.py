@@ -158,11 +158,7 @@ def synth(out: Path, per_class: int, seed: int = 0) -> dict[str, int]:
     _csv(out / IEEE / "metadata.csv", IEEE_HEADER, rows[IEEE])
     _csv(out / ACTUALMED / "metadata.csv", ACTUALMED_HEADER, rows[ACTUALMED], newline="\r\n")
     _csv(out / FIGURE1 / "metadata.csv", FIGURE1_HEADER, rows[FIGURE1])
-    _csv(
-        out / RSNA / "stage_2_train_labels.csv",
-        ["patientId", "x", "y", "width", "height", "Target"],
-        rsna_labels,
-    )
+    _csv(out / RSNA / "stage_2_train_labels.csv", ["patientId", "x", "y", "width", "height", "Target"], rsna_labels)
     _csv(out / RSNA / "stage_2_detailed_class_info.csv", ["patientId", "class"], rsna_info)
     write_xlsx(out / SIRM / "COVID.metadata.xlsx", ["FILE NAME", "FORMAT", "SIZE", "URL"], rows[SIRM])
     return counts

@@ -10,7 +10,7 @@ import re
 
 import pytest
 import yaml
-from conftest import REPO, hpml
+from conftest import REPO, hpml, sets
 from slurmcluster import poll
 
 from preprocess.covidx.build import build
@@ -39,6 +39,7 @@ def test_sweep_as_a_job_array_watched_preempted_resumed_and_reported(cluster, sh
     prof.update(nodes=1, tasks_per_node=1)  # one 2-core rank per point: two points at a time on two nodes
     (tmp_path / "one-node.yaml").write_text(yaml.safe_dump(prof))
     sweep = tmp_path / "sweep"
+    overrides = sets(f"data.shards={shards}", "train.epochs=3", "train.steps_per_epoch=6")
     proc = hpml(
         "submit",
         "sweep",
@@ -54,12 +55,7 @@ def test_sweep_as_a_job_array_watched_preempted_resumed_and_reported(cluster, sh
         "model.dropout=0,0.2",
         "--parallel",
         "2",
-        "--set",
-        f"data.shards={shards}",
-        "--set",
-        "train.epochs=3",
-        "--set",
-        "train.steps_per_epoch=6",
+        *overrides,
         env=env,
     )
     array = re.search(r"^submitted sweep: job (\d+)", proc.stdout, re.M).group(1)

@@ -1,4 +1,4 @@
-"""Run under mpirun by tests/test_train_inputs.py: does each rank draw its own dropout masks?
+"""Run under mpirun by tests/pipeline/test_train_inputs.py: does each rank draw its own dropout masks?
 
 Each rank builds the training model as `hpml train` does, takes rank 0's weights, and runs one
 training-mode forward pass on the same input. Weights must agree; dropout masks must not.

@@ -1,5 +1,5 @@
 """`hpml train` under real `mpirun` + Horovod on the synthetic corpus: learning, identical ranks,
-checkpoint fallback, Gloo. Resume and preemption at exact steps: tests/test_train_resume.py."""
+checkpoint fallback, Gloo. Resume and preemption at exact steps: tests/pipeline/test_train_resume.py."""
 
 import json
 import shutil

@@ -1,7 +1,7 @@
 """The requeue policy of jobs/hpml-env.sh, case by case, in real bash.
 
 `scontrol` and `scancel` are stand-ins that record their arguments: these cases need a job
-that SLURM is running, which only tests/test_slurm.py has (and there the same functions run
+that SLURM is running, which only tests/slurm/test_slurm.py has (and there the same functions run
 under a real cluster end to end). Here every branch of the decision is pinned down.
 """
 

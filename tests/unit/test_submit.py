@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import REPO, hpml
+from conftest import REPO, hpml, sets
 
 from hpml.core.config import ConfigError
 from hpml.slurm.profiles import load_profile, time_seconds
@@ -99,6 +99,7 @@ def test_dry_run_prints_the_scripts_and_queues_nothing(tmp_path):
     split = tmp_path / "split"
     split.mkdir()
     (split / "train.txt").write_text("")
+    overrides = sets(f"data.split_dir={split}", f"data.shards={tmp_path / 'shards'}")
     proc = hpml(
         "submit",
         "pipeline",
@@ -108,10 +109,7 @@ def test_dry_run_prints_the_scripts_and_queues_nothing(tmp_path):
         DEMO,
         "--run-dir",
         tmp_path / "run",
-        "--set",
-        f"data.split_dir={split}",
-        "--set",
-        f"data.shards={tmp_path / 'shards'}",
+        *overrides,
         "--dry-run",
         "--mail-user",
         "me@uni.nl",

@@ -12,7 +12,7 @@ import time
 
 import pytest
 import yaml
-from conftest import REPO, hpml
+from conftest import REPO, hpml, sets
 from slurmcluster import poll
 
 from hpml.core.runfiles import RunDir
@@ -62,24 +62,10 @@ def training_under_way(cluster, run, job):
 
 def test_pipeline_places_ranks_on_their_cores_and_stages_once_per_node(cluster, data, tmp_path):
     run, shards = tmp_path / "run", tmp_path / "shards"
-    ids = submit(
-        cluster,
-        "pipeline",
-        "--cluster",
-        "local",
-        "--config",
-        DEMO,
-        "--run-dir",
-        run,
-        "--set",
-        f"data.split_dir={data / 'split'}",
-        "--set",
-        f"data.shards={shards}",
-        "--set",
-        "train.epochs=1",
-        "--set",
-        "train.steps_per_epoch=5",
+    overrides = sets(
+        f"data.split_dir={data / 'split'}", f"data.shards={shards}", "train.epochs=1", "train.steps_per_epoch=5"
     )
+    ids = submit(cluster, "pipeline", "--cluster", "local", "--config", DEMO, "--run-dir", run, *overrides)
     assert list(ids) == ["preprocess", "train", "evaluate"]
     assert f"afterok:{ids['preprocess']}" in cluster.job(ids["train"]).get("Dependency", "")
     for stage in ids:
@@ -281,24 +267,13 @@ def test_failed_train_stage_removes_the_waiting_evaluate_job(cluster, data, tmp_
     run = tmp_path / "run"
     corrupt = tmp_path / "weights.h5"
     corrupt.write_bytes(b"not an HDF5 file")
-    ids = submit(
-        cluster,
-        "pipeline",
-        "--cluster",
-        "local",
-        "--config",
-        DEMO,
-        "--run-dir",
-        run,
-        "--set",
+    overrides = sets(
         f"data.split_dir={data / 'split'}",
-        "--set",
         f"data.shards={data / 'shards'}",
-        "--set",
         f"model.weights={corrupt}",
-        "--set",
         "train.epochs=1",
     )
+    ids = submit(cluster, "pipeline", "--cluster", "local", "--config", DEMO, "--run-dir", run, *overrides)
     assert cluster.wait(ids["train"], timeout=400)["JobState"] == "FAILED", log_of(run, ids["train"])
     info = poll(lambda: (i := cluster.job(ids["evaluate"]))["JobState"] != "PENDING" and i, "evaluate's removal", 120)
     assert info["JobState"] == "CANCELLED" and info["Reason"] == "DependencyNeverSatisfied", info
@@ -307,6 +282,7 @@ def test_failed_train_stage_removes_the_waiting_evaluate_job(cluster, data, tmp_
 def test_refused_sbatch_cancels_the_stages_already_queued(cluster, data, tmp_path):
     run = tmp_path / "run"
     prof = profile(tmp_path, partition="nosuch")  # preprocess (cpu_partition) is accepted, train is not
+    overrides = sets(f"data.split_dir={data / 'split'}", f"data.shards={tmp_path / 'shards'}")
     proc = hpml(
         "submit",
         "pipeline",
@@ -316,10 +292,7 @@ def test_refused_sbatch_cancels_the_stages_already_queued(cluster, data, tmp_pat
         DEMO,
         "--run-dir",
         run,
-        "--set",
-        f"data.split_dir={data / 'split'}",
-        "--set",
-        f"data.shards={tmp_path / 'shards'}",
+        *overrides,
         env={"SLURM_CONF": str(cluster.conf)},
         check=False,
     )

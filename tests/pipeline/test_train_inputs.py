@@ -1,9 +1,9 @@
 """`hpml train` under real mpirun on inputs that used to hang it, stall it silently or split ranks."""
 
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import WORKERS
 from shardmaker import write_shards
 from trainutil import SMALL, digests, history, run, train_cmd
 
@@ -62,9 +62,7 @@ def test_batchnorm_statistics_and_weights_agree_across_ranks(tmp_path):
 
 def test_dropout_masks_differ_between_ranks_while_weights_agree():
     code, log = run(
-        ["mpirun", "-np", "2", sys.executable, "-m", "dropout_probe"],
-        timeout=300,
-        env={"PYTHONPATH": str(Path(__file__).parent)},
+        ["mpirun", "-np", "2", sys.executable, "-m", "dropout_probe"], timeout=300, env={"PYTHONPATH": str(WORKERS)}
     )
     assert code == 0, log
     assert "weights equal: True" in log and "dropout outputs equal: False" in log, log
