@@ -13,6 +13,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 REAL = REPO.parent / "shared" / "data" / "cxr-real"
 WORKERS = REPO / "tests" / "workers"  # scripts that MPI ranks run
+DEMO = REPO / "configs" / "demo.yaml"
 MPI_ENV = {
     "OMPI_ALLOW_RUN_AS_ROOT": "1",
     "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
@@ -72,6 +73,23 @@ def hpml(*args: str, np: int = 0, timeout: float = 600, check: bool = True, **kw
     if check and proc.returncode != 0:
         raise AssertionError(f"{cmd} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def make_data(root: Path, per_class: int, seed: int) -> Path:
+    """raw/ (hpml synth) -> split/ (covidx build) -> shards/ (2-rank preprocess, demo config); returns root."""
+    from preprocess.covidx.build import build
+    from preprocess.synth.corpus import synth
+
+    synth(root / "raw", per_class=per_class, seed=seed)
+    build(sorted((root / "raw").iterdir()), root / "split")
+    hpml("preprocess", "--config", DEMO, "--split-dir", root / "split", "--out", root / "shards", np=2)
+    return root
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory) -> Path:
+    """30 images per class through the real pipeline (raw/, split/, shards/); shared, read only."""
+    return make_data(tmp_path_factory.mktemp("small-data"), per_class=30, seed=8)
 
 
 @pytest.fixture(scope="session")

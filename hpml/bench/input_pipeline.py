@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 
 import cv2
@@ -68,21 +67,27 @@ def bare_decode(records: list[bytes]) -> float:
     return len(records) / (time.perf_counter() - start)
 
 
-def batches(shards: ShardSet, cfg: Config, epochs: int) -> Iterator[tf.Tensor]:
-    """Training batches of rank 0 of 1, exactly as `hpml train` reads them, as one stream over
-    `epochs` epochs (then again): no round pays for starting a new epoch's pipeline."""
-    plan = TrainPlan(train_shard_labels(shards), cfg.train, World())
-    stream = functools.reduce(tf.data.Dataset.concatenate, (train_dataset(plan, cfg, e, 0) for e in range(epochs)))
-    while True:
-        yield from stream
+def batches(plan: TrainPlan, cfg: Config, steps: int) -> tf.data.Dataset:
+    """`steps` training batches of rank 0 of 1, exactly as `hpml train` reads them, over as many
+    epochs as it takes (an epoch of a small split is shorter than one measurement)."""
+    epochs = math.ceil(steps / plan.steps)
+    return functools.reduce(tf.data.Dataset.concatenate, (train_dataset(plan, cfg, e, 0) for e in range(epochs)))
 
 
-def pipeline(stream: Iterator[tf.Tensor], batch_size: int, images: int) -> float:
-    steps = max(1, images // batch_size)
+def pipeline(plan: TrainPlan, cfg: Config, images: int) -> float:
+    """Images/s of a fresh stream after two untimed batches (graph tracing, buffers filling).
+
+    Fresh each round: a stream left open would keep decoding in the background while the
+    other loaders are timed, and its next round would read a full buffer, not the pipeline.
+    """
+    batch = cfg.train.batch_size
+    steps = max(1, images // batch)
+    stream = iter(batches(plan, cfg, steps + 2))
+    next(stream), next(stream)
     start = time.perf_counter()
     for _ in range(steps):
         next(stream)
-    return steps * batch_size / (time.perf_counter() - start)
+    return steps * batch / (time.perf_counter() - start)
 
 
 def bench(cfg: Config, shards: ShardSet, originals: list[str], limit: int, budget: Budget = Budget()) -> dict:
@@ -90,20 +95,16 @@ def bench(cfg: Config, shards: ShardSet, originals: list[str], limit: int, budge
     paths = originals[:limit]
     records = [bytes(r.numpy()) for r in tf.data.TFRecordDataset(shards.files("train")).take(limit)]
     print(f"{len(paths)} original files vs the shards in {shards.root}; {size} px, batch {batch}")
-    plan_steps = TrainPlan(train_shard_labels(shards), cfg.train, World()).steps
-    epochs = math.ceil((budget.max_rounds * max(1, limit // batch) + 2) / plan_steps)
+    plan = TrainPlan(train_shard_labels(shards), cfg.train, World())
     off = replace(cfg, train=replace(cfg.train, augment=OFF))
-    streams = {"on": batches(shards, cfg, epochs), "off": batches(shards, off, epochs)}
-    for stream in streams.values():  # warm-up: graph tracing and buffer fill are not throughput
-        next(stream), next(stream)
     rates: dict[str, list[float]] = {}
 
     def one_round(_: int) -> dict[str, float]:
         found = {
             "(a) seed-style loader (cv2.imread full size)": seed_loader(paths, size),
             "(a) seed-style loader + its Keras augmentation": seed_loader(paths, size, cfg.train.augment),
-            "(b) hpml pipeline, augmentation on": pipeline(streams["on"], batch, limit),
-            "(b) hpml pipeline, augmentation off": pipeline(streams["off"], batch, limit),
+            "(b) hpml pipeline, augmentation on": pipeline(plan, cfg, limit),
+            "(b) hpml pipeline, augmentation off": pipeline(plan, off, limit),
             "(c) bare shard JPEG decode loop": bare_decode(records),
         }
         for name, rate in found.items():

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +37,9 @@ TARGET = 0.98
 def bench(cfg: Config, shards: ShardSet, steps: int, budget: Budget = Budget(), out: Path | None = None) -> dict:
     world = distributed.init()
     t = cfg.train
-    plan = TrainPlan(train_shard_labels(shards), t, world)
-    steps = min(steps, plan.steps) // t.accumulate_steps * t.accumulate_steps
+    steps = max(1, steps // t.accumulate_steps) * t.accumulate_steps  # whole optimizer updates
+    # Every timed fit is `steps` long, however small the split: the epoch wraps around its data.
+    plan = TrainPlan(train_shard_labels(shards), replace(t, steps_per_epoch=steps), world)
     lr = distributed.scaled_lr(t.lr, t.batch_size, t.base_batch, world.size, t.lr_scaling, t.accumulate_steps)
     model = compile_model(cfg, lr, world)
     distributed.broadcast_weights(model)

@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from conftest import MPI_ENV, REPO
 
+pytestmark = pytest.mark.slow  # runs every documented command: about 5 minutes
+
 PAGES = ["README.md", *(f"docs/{p}.md" for p in ("covidx", "preprocessing", "training", "evaluation", "slurm"))]
 PAGES += ["docs/benchmarks.md", "docs/failures.md"]
 WRAPPER = """#!/usr/bin/env bash

@@ -10,6 +10,8 @@ from conftest import REPO, hpml
 
 from hpml.shards.schema import parse_fn
 
+pytestmark = pytest.mark.slow  # trains the shared demo model (about a minute) and evaluates it many times
+
 DEMO = REPO / "configs" / "demo.yaml"
 
 

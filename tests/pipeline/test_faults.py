@@ -129,6 +129,7 @@ def test_missing_split_json_stops_every_rank_fast(tmp_path):
     assert "split.json: not found" in proc.stderr and proc.stderr.count("hpml: error") == 1
 
 
+@pytest.mark.slow  # the fault matrix: 69 faults, about 15 minutes
 @pytest.mark.parametrize("kind", ["raise", "kill"])
 @pytest.mark.parametrize("phase, rank", PREPROCESS_PHASES, ids=[f"{p}-rank{r}" for p, r in PREPROCESS_PHASES])
 def test_preprocess_fault(split, clean_manifest, tmp_path, phase, rank, kind):
@@ -184,6 +185,7 @@ def clean_metrics(clean_run):
     return json.loads((clean_run[0] / "eval" / "val" / "metrics.json").read_text())
 
 
+@pytest.mark.slow  # the fault matrix: 69 faults, about 15 minutes
 @pytest.mark.parametrize("kind", ["raise", "kill"])
 @pytest.mark.parametrize("phase, rank", EVALUATE_PHASES, ids=[f"{p}-rank{r}" for p, r in EVALUATE_PHASES])
 def test_evaluate_fault(clean_run, clean_metrics, tmp_path, phase, rank, kind):
@@ -205,6 +207,7 @@ def test_evaluate_fault(clean_run, clean_metrics, tmp_path, phase, rank, kind):
     RESULTS["reruns_completed"] += 1
 
 
+@pytest.mark.slow  # the fault matrix: 69 faults, about 15 minutes
 @pytest.mark.parametrize("kind", ["raise", "kill"])
 @pytest.mark.parametrize("phase, rank", TRAIN_PHASES, ids=[f"{p}-rank{r}" for p, r in TRAIN_PHASES])
 def test_train_fault(train_shards, clean_digest, tmp_path, phase, rank, kind):
@@ -221,6 +224,7 @@ def test_train_fault(train_shards, clean_digest, tmp_path, phase, rank, kind):
     RESULTS["reruns_completed"] += 1
 
 
+@pytest.mark.slow  # the fault matrix: 69 faults, about 15 minutes
 def test_train_disk_full_while_checkpointing(train_shards, clean_digest, tmp_path):
     run_dir = tmp_path / "run"
     cmd = train_cmd(train_shards, run_dir, *TRAIN_SETS)
@@ -249,6 +253,7 @@ def _check_run_dir_whole(run_dir) -> None:
     assert whole
 
 
+@pytest.mark.slow  # the fault matrix: 69 faults, about 15 minutes
 def test_zz_matrix_summary(capsys):
     """Printed for the record (run last): faults injected, hangs, half-written outputs, reruns."""
     with capsys.disabled():
@@ -256,6 +261,7 @@ def test_zz_matrix_summary(capsys):
     assert RESULTS["hangs"] == 0 and RESULTS["half_written"] == 0
 
 
+@pytest.mark.slow  # the fault matrix: 69 faults, about 15 minutes
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("mount"), reason="mounting a tmpfs needs root")
 def test_train_on_a_really_full_disk(train_shards, clean_digest, tmp_path):
     run_dir = tmp_path / "run"

@@ -2,11 +2,14 @@
 fall on the synthetic class pattern (whose position is known), and not for an untrained model?"""
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from hpml.core.config import CLASSES
 from hpml.models.build import build_model
 from hpml.serve.gradcam import gradcam, peak
+
+pytestmark = pytest.mark.slow  # reads the shared demo model, trained for about a minute
 
 
 def _render_with_pattern(label, rng):

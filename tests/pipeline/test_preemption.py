@@ -12,12 +12,10 @@ import sys
 import time
 
 import pytest
-from conftest import MPI_ENV, REPO, hpml, sets
+from conftest import MPI_ENV, REPO, hpml, make_data, sets
 
 from hpml.core.runfiles import RunDir
 from hpml.train.preemption import REQUEUE_EXIT_CODE
-from preprocess.covidx.build import build
-from preprocess.synth.corpus import synth
 
 DEMO = REPO / "configs" / "demo.yaml"
 USR1_BIT = 1 << (10 - 1)  # SIGUSR1 = 10; /proc/PID/status SigCgt is a mask of caught signals
@@ -25,11 +23,7 @@ USR1_BIT = 1 << (10 - 1)  # SIGUSR1 = 10; /proc/PID/status SigCgt is a mask of c
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
-    root = tmp_path_factory.mktemp("preempt-data")
-    synth(root / "raw", per_class=20, seed=5)
-    build(sorted((root / "raw").iterdir()), root / "split")
-    hpml("preprocess", "--config", DEMO, "--split-dir", root / "split", "--out", root / "shards", np=2)
-    return root / "shards"
+    return make_data(tmp_path_factory.mktemp("preempt-data"), per_class=20, seed=5) / "shards"
 
 
 def caught_mask(pid: int) -> int:

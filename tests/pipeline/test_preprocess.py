@@ -54,6 +54,7 @@ def snapshot(shard_dir):
     return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in shard_dir.glob("*.tfrecord")}
 
 
+@pytest.mark.slow  # 15-40 s of MPI preprocessing
 def test_two_ranks_equal_one_rank_and_verify(split, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     preprocess(split, one, 1)
@@ -77,6 +78,7 @@ def test_two_ranks_equal_one_rank_and_verify(split, tmp_path):
     assert verify(two) == [] and snapshot(two) != before
 
 
+@pytest.mark.slow  # 15-40 s of MPI preprocessing
 def test_verify_catches_tampering(split, tmp_path):
     out = tmp_path / "s"
     preprocess(split, out, 1)
@@ -88,6 +90,7 @@ def test_verify_catches_tampering(split, tmp_path):
     assert proc.returncode == 1 and shard.name in proc.stdout
 
 
+@pytest.mark.slow  # 15-40 s of MPI preprocessing
 def test_sigkill_of_one_rank_then_rerun_completes_without_rewriting(tmp_path):
     synth(tmp_path / "raw", per_class=40, seed=5)
     build(sorted((tmp_path / "raw").iterdir()), tmp_path / "split")
@@ -162,6 +165,7 @@ def odd_source(root):
     return rows, good
 
 
+@pytest.mark.slow  # 15-40 s of MPI preprocessing
 def test_bad_and_odd_images_with_two_ranks(tmp_path):
     root = tmp_path / "odd"
     rows, good = odd_source(root)
@@ -204,6 +208,7 @@ def test_bad_and_odd_images_with_two_ranks(tmp_path):
     assert seen == {"gray16.png", "cmyk.jpg", "mono1.dcm", "rgba.png"}
 
 
+@pytest.mark.slow  # 15-40 s of MPI preprocessing
 def test_unwritable_output_and_missing_inputs_stop_all_ranks(split, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
@@ -223,6 +228,7 @@ def test_write_failure_on_one_rank_aborts_the_job_promptly(split, tmp_path):
     assert not (out / "manifest.json").exists()
 
 
+@pytest.mark.slow  # 15-40 s of MPI preprocessing
 def test_real_corpus_two_ranks(real_corpus, tmp_path):
     sources = [real_corpus / d for d in ("covid-chestxray-dataset", "Actualmed-COVID-chestxray-dataset")]
     build(sources, tmp_path / "split", BuildOptions(labels="extended"))  # every frontal film: 129
@@ -235,6 +241,7 @@ def test_real_corpus_two_ranks(real_corpus, tmp_path):
     assert total == 129
 
 
+@pytest.mark.slow  # 15-40 s of MPI preprocessing
 def test_missing_images_are_retried_and_changed_sources_reported(corpus_copy, tmp_path):
     build(sorted(corpus_copy.iterdir()), tmp_path / "split")
     gone, changed, other = (Path(item.path) for item in read_items(tmp_path / "split", ["train"])[:3])

@@ -5,20 +5,15 @@ import json
 import shutil
 
 import pytest
-from conftest import REPO, hpml
-from trainutil import DEMO, digests, history, run, train_cmd
+from conftest import REPO, make_data
+from trainutil import digests, history, run, train_cmd
 
-from preprocess.covidx.build import build
-from preprocess.synth.corpus import synth
+pytestmark = pytest.mark.slow  # trains to learn the pattern: minutes
 
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train-data")
-    synth(root / "raw", per_class=120, seed=11)
-    build(sorted((root / "raw").iterdir()), root / "split")
-    hpml("preprocess", "--config", DEMO, "--split-dir", root / "split", "--out", root / "shards", np=2)
-    return root / "shards"
+    return make_data(tmp_path_factory.mktemp("train-data"), per_class=120, seed=11) / "shards"
 
 
 def test_two_ranks_learn_the_pattern_with_identical_weights(shards, tmp_path):

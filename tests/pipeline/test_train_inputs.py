@@ -9,6 +9,8 @@ from trainutil import SMALL, digests, history, run, train_cmd
 
 from hpml.train.epoch_plan import COVID
 
+pytestmark = pytest.mark.slow  # one small training per test
+
 # All COVID-19 images in one shard: split by file, one rank would hold none of them.
 COVID_IN_ONE_SHARD = {
     "train-00000-00000.tfrecord": [0, 1] * 24,

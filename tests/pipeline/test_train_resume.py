@@ -19,6 +19,8 @@ from trainutil import SMALL, digests, history, kill_tree, newest_checkpoint, run
 from hpml.core.runfiles import RunDir
 from hpml.train.preemption import REQUEUE_EXIT_CODE
 
+pytestmark = pytest.mark.slow  # trains, interrupts and resumes, bit for bit: minutes
+
 LAYOUT = {  # 88 train records: 11 steps of 2 ranks x batch 4
     "train-00000-00000.tfrecord": [0, 1, 2] * 16,
     "train-00001-00000.tfrecord": [1, 0] * 20,

@@ -16,20 +16,14 @@ from conftest import REPO, hpml, sets
 from slurmcluster import poll
 
 from hpml.core.runfiles import RunDir
-from preprocess.covidx.build import build
-from preprocess.synth.corpus import synth
 
 DEMO = REPO / "configs" / "demo.yaml"
 LONG = ["--set", "train.epochs=1000", "--set", "train.steps_per_epoch=5"]  # stopped by the tests, not by itself
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("slurm-data")
-    synth(root / "raw", per_class=30, seed=8)
-    build(sorted((root / "raw").iterdir()), root / "split")
-    hpml("preprocess", "--config", DEMO, "--split-dir", root / "split", "--out", root / "shards", np=2)
-    return root
+def data(small_data):
+    return small_data
 
 
 def submit(cluster, *args, env=None):

@@ -13,19 +13,12 @@ import yaml
 from conftest import REPO, hpml, sets
 from slurmcluster import poll
 
-from preprocess.covidx.build import build
-from preprocess.synth.corpus import synth
-
 DEMO = REPO / "configs" / "demo.yaml"
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sweep-data")
-    synth(root / "raw", per_class=30, seed=9)
-    build(sorted((root / "raw").iterdir()), root / "split")
-    hpml("preprocess", "--config", DEMO, "--split-dir", root / "split", "--out", root / "shards", np=2)
-    return root / "shards"
+def shards(small_data):
+    return small_data / "shards"
 
 
 def task_log(sweep, array, i):

@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from conftest import MPI_ENV, REPO, hpml
+from conftest import MPI_ENV, REPO
 
 from hpml.bench import netsim
 from hpml.bench.netsim import NetsimError, Network
@@ -35,15 +35,8 @@ def leftovers(pid: int) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    from preprocess.covidx.build import build
-    from preprocess.synth.corpus import synth
-
-    root = tmp_path_factory.mktemp("netsim-data")
-    synth(root / "raw", per_class=30, seed=5)
-    build(sorted((root / "raw").iterdir()), root / "split")
-    hpml("preprocess", "--config", DEMO, "--split-dir", root / "split", "--out", root / "shards", np=2)
-    return root / "shards"
+def shards(small_data):
+    return small_data / "shards"
 
 
 def test_two_node_training_sends_its_gradients_over_the_shaped_link(shards, tmp_path):

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from conftest import REPO, hpml
 
 from hpml.bench.scaling import Assumptions, model_step
@@ -28,6 +29,7 @@ def test_flop_counter_matches_published_numbers():
     assert abs(mobilenet / 2e6 - 300) < 5  # MobileNetV2 paper: 300 M multiply-adds
 
 
+@pytest.mark.slow  # builds the 560 M-parameter seed model: 25-35 s
 def test_seed_config_flatten_scales_worse_than_gap(tmp_path):
     out = tmp_path / "scaling.json"
     proc = hpml(
@@ -43,6 +45,7 @@ def test_seed_config_flatten_scales_worse_than_gap(tmp_path):
     assert "flatten head:" in proc.stdout and "efficiency" in proc.stdout
 
 
+@pytest.mark.slow  # builds the 560 M-parameter seed model: 25-35 s
 def test_overlap_and_fusion_never_make_a_step_slower_and_help_gap_most(tmp_path):
     out = tmp_path / "scaling.json"
     hpml(

@@ -43,6 +43,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow  # builds every backbone: 20-35 s each
 @pytest.mark.parametrize("backbone", BACKBONE)
 def test_builds_at_512_with_expected_parameters(backbone):
     # In a child process: the flatten heads hold up to 2 GB each, which a long-lived pytest keeps.
@@ -76,6 +77,7 @@ def test_weights_only_from_a_local_file(tmp_path):
     assert all((a == b).all() for a, b in zip(loaded, pretrained.get_weights(), strict=True))
 
 
+@pytest.mark.slow  # a train step of ResNeXt50 and MobileNetV2: 15-20 s each
 @pytest.mark.parametrize("backbone", ["resnext50", "mobilenetv2"])
 def test_small_input_train_step(backbone):
     """The grouped convolutions of ResNeXt (and MobileNet's depthwise ones) train on CPU too."""
