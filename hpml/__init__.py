@@ -1,8 +1,9 @@
 """hpml: COVID-Net-style chest X-ray classification, preprocessed with MPI, trained with Horovod
 on SLURM clusters (and on a laptop, with the same commands).
 
-One subpackage per concern; each imports only those listed before it (tests/unit/test_layers.py
-keeps it so; docs/architecture.md draws the tree):
+One subpackage per concern, in layers; each imports only from earlier layers, and parallel, imaging,
+models, shards and slurm (one layer) not from each other (tests/unit/test_layers.py keeps it so;
+docs/architecture.md draws the tree):
 
     core        config, errors, the collective failure rule, fault injection, World, logs,
                 atomic files, the names of a run directory's files, the SLURM job id

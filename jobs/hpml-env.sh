@@ -3,7 +3,7 @@
 # HPML_* variables come from the script's profile block.
 
 # This job as scontrol/scancel must name it: for an array task `<array id>_<task id>`, because
-# the bare array job id names every task of the array. hpml.preemption.job_identity agrees.
+# the bare array job id names every task of the array. hpml.core.jobid.job_identity agrees.
 hpml_self_id() {
   if [ -n "${SLURM_ARRAY_JOB_ID:-}" ] && [ -n "${SLURM_ARRAY_TASK_ID:-}" ]; then
     echo "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"

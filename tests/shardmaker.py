@@ -3,7 +3,7 @@
 Each record's image is a lossless PNG whose first two pixels hold the record's id (id // 256,
 id % 256), so a test can read back exactly which records a pipeline produced, in what order,
 from the decoded batches alone. Records are written with the project's own schema
-(hpml.records.example_bytes): these are ordinary shards, only their layout is chosen.
+(hpml.shards.schema.example_bytes): these are ordinary shards, only their layout is chosen.
 """
 
 from __future__ import annotations

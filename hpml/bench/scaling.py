@@ -109,7 +109,7 @@ def overlapped_step(n_gpus: int, layers: list[tuple[float, int]], width: int, a:
 
 
 def bench(cfg: Config, a: Assumptions, gpus: list[int], measure: dict | None = None) -> dict:
-    """The GPU projection table; with `measure` (keyword arguments of hpml.bench_netsim.measure
+    """The GPU projection table; with `measure` (keyword arguments of hpml.bench.scaling_measure.measure
     except the model-derived ones) also the run on the shaped 2-node network."""
     results: dict = {}
     size = cfg.data.image_size

@@ -37,7 +37,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     ev = sub.add_parser("evaluate", parents=[common], help="exact metrics and reports for a split")
     ev.add_argument("--run-dir", type=Path, help="the run to evaluate (required unless --compare)")
     ev.add_argument("--split", choices=["val", "test"], help="default: eval.split (val); test only on request")
-    ev.add_argument("--checkpoint", default="best", help="best | last | a .h5 weights file or checkpoint prefix")
+    ev.add_argument(
+        "--checkpoint", help="best | last | a .h5 weights file or checkpoint prefix (default: eval.checkpoint, best)"
+    )
     ev.add_argument("--shards", type=Path, help="shard folder (default: data.shards of the run)")
     ev.add_argument(
         "--compare",

@@ -99,7 +99,7 @@ class TrainConfig:
     accumulate_steps: int = field(default=1, metadata=_range(1, 1024))
     jit_compile: bool = False  # XLA for the model's forward and backward pass
     # Steps between the ranks' preemption checks; null: chosen from the measured step and check
-    # times so the checks cost < 0.5 % (hpml.preemption.CheckSchedule).
+    # times so the checks cost < 0.5 % (hpml.train.preemption.CheckSchedule).
     stop_check_steps: int | None = field(default=None, metadata=_range(1, 1_000_000))
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)

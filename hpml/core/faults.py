@@ -2,7 +2,7 @@
 
     HPML_FAULT="PHASE[@N]:RANK:KIND[,PHASE[@N]:RANK:KIND...]"
 
-PHASE is a name passed to `hpml.failure.phase()` (listed in docs/architecture.md), `@N` fires
+PHASE is a name passed to `hpml.core.failure.phase()` (listed in docs/architecture.md), `@N` fires
 on the N-th time that phase is entered on that rank (default: the first), RANK is a rank number
 or `*`. KIND is what happens:
   raise   a RuntimeError ("injected fault ...")     enospc  OSError ENOSPC (disk full)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from hpml.core.config import CLASSES, EvalConfig
+from hpml.core.config import CLASSES, EvalConfig, load_config
 from hpml.core.failure import at, phase
 from hpml.core.files import write_json_atomic, write_text_atomic
 from hpml.core.runfiles import RunDir
@@ -36,9 +36,11 @@ from hpml.train.shard_check import explain_data_error
 log = logging.getLogger(__name__)
 
 
-def evaluate(run_dir: Path, split: str | None, which: str, shards: Path | None, overrides=()) -> dict:
+def evaluate(run_dir: Path, split: str | None, which: str | None, shards: Path | None, overrides=()) -> dict:
+    """`which` checkpoint (None: the run's eval.checkpoint) on `split` (None: eval.split)."""
     world = distributed.init()
     with phase("load"):
+        which = which or load_config(RunDir(run_dir).config, overrides).eval.checkpoint
         cfg, model, description = load_trained(run_dir, which, overrides)
         split = split or cfg.eval.split
         shard_set = ShardSet.open(shards or cfg.data.shards)

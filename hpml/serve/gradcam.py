@@ -19,7 +19,7 @@ Why vs-normal is the default: evidence that a class shares with normal (clear lu
 raises y_c too, and on the demo's synthetic films the plain-logit map of the trained tiny CNN
 peaked on the CLEAR lung for most pneumonia images; the log-odds map peaks on the
 consolidation (tests/pipeline/test_gradcam.py measures both). The input is the uint8 gray image the
-model itself takes (hpml.predict.model_input), so the map is over exactly the pixels the
+model itself takes (hpml.models.build.model_input), so the map is over exactly the pixels the
 prediction came from.
 """
 

@@ -9,7 +9,8 @@
     shard_check     damaged shards found before the first step, or named when TensorFlow trips
     epoch_end       validation over all ranks, history.csv, TensorBoard
     plateau         ReduceLROnPlateau on state that survives a checkpoint
-    checkpoints     full training state on disk; resume decides where a run starts
+    checkpoints     full training state on disk
+    resume          where a run starts: rank 0 reads, every rank gets the same state, rescaled
     preemption      SLURM's warning signal -> every rank stops at the same step -> requeue
     callbacks       the Keras callbacks of the loop
     run_lock        one training per run directory

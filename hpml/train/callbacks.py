@@ -4,7 +4,7 @@ exactly what training runs.
 None of them reads a metric per step (`_supports_tf_logs`): Keras then hands the step's logs
 over as tensors and never waits for the device between steps. Horovod's MetricAverageCallback
 acts at epoch ends only, and the preemption check is a collective every K steps
-(hpml.preemption.CheckSchedule), not every step.
+(hpml.train.preemption.CheckSchedule), not every step.
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@ The ```bash blocks of each page run in document order, README first, each as one
 in a shared workspace (an empty folder with `configs/` beside it), so a page may use what the
 README's block made (raw/, split/, shards/, runs/demo). Two things are sized for a test and
 said here: `hpml submit` gets `--dry-run` (no cluster is needed to check what would be queued:
-tests/slurm submits for real), and the measuring `hpml bench` commands get a 20-second budget
-(`--max-seconds 20 --min-rounds 2`). Synopses with placeholders live in ```text blocks, which
-are not run.
+tests/slurm submits for real), and the measuring `hpml bench` commands stop after two rounds
+(`--max-rounds 2`; tests/unit/test_bench_rounds.py tests when rounds stop). Synopses with
+placeholders live in ```text blocks, which are not run.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ WRAPPER = """#!/usr/bin/env bash
 args=("$@")
 case "$1" in
   submit) [[ " $* " == *" --dry-run "* ]] || args+=(--dry-run) ;;
-  bench) [[ "$2" == scaling ]] || args+=(--max-seconds 20 --min-rounds 2) ;;
+  bench) [[ "$2" == scaling ]] || args+=(--max-rounds 2) ;;
 esac
 exec {python} -m hpml.cli "${{args[@]}}"
 """

@@ -93,6 +93,8 @@ def test_checkpoint_choices_last_and_path(trained):
     hpml("evaluate", "--run-dir", run, "--checkpoint", "last", np=1)
     last = json.loads((run / "eval/val/metrics.json").read_text())
     assert "ckpt-180" in last["checkpoint"]  # 6 epochs x 30 steps
+    hpml("evaluate", "--run-dir", run, "--set", "eval.checkpoint=last", np=1)  # the config's choice, no option
+    assert json.loads((run / "eval/val/metrics.json").read_text())["checkpoint"] == last["checkpoint"]
     hpml("evaluate", "--run-dir", run, "--checkpoint", run / "checkpoints" / "best.h5", np=1)
     assert json.loads((run / "eval/val/metrics.json").read_text())["checkpoint"].endswith("best.h5")
     proc = hpml("evaluate", "--run-dir", run, "--checkpoint", run / "nope.h5", np=1, check=False)

@@ -1,4 +1,4 @@
-"""The collective failure rule under injected faults (hpml/failure.py, hpml/faults.py).
+"""The collective failure rule under injected faults (hpml/core/failure.py, hpml/core/faults.py).
 
 For every phase of `hpml preprocess` and `hpml train`, on rank 0 and rank 1, an exception and a
 SIGKILL: the job must exit non-zero within BOUND_S, say what happened, leave nothing that looks
@@ -69,7 +69,7 @@ EVALUATE_PHASES = [
 PRE_SETS = ["--set", "data.image_size=32", "--set", "preprocess.shard_mb=0.003"]
 TRAIN_SETS = [*SMALL, "train.epochs=2"]
 RESULTS = {"faults": 0, "hangs": 0, "half_written": 0, "reruns_completed": 0}
-# Injection points inside a phase (hpml.failure.at) are reported under the phase they are in.
+# Injection points inside a phase (hpml.core.failure.at) are reported under the phase they are in.
 ENCLOSING = {
     "encode": "write",
     "shard_close": "write",

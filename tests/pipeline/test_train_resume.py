@@ -1,6 +1,6 @@
 """Resume under real mpirun + Horovod: interrupted runs end exactly where uninterrupted ones do.
 
-Interruptions are injected at exact steps (HPML_FAULT, hpml/faults.py), never by timing. The
+Interruptions are injected at exact steps (HPML_FAULT, hpml/core/faults.py), never by timing. The
 reference is an uninterrupted run; a run killed or preempted anywhere, then rerun with the same
 command, must end with bit-identical weights on every rank and the same learning-rate history
 (the plateau cuts the LR during the run, so a lost or wrong LR restore shows).

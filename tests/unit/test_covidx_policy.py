@@ -2,7 +2,7 @@
 
 The expected labels on the real corpus are computed here from the metadata with pandas, rule for
 rule as create_COVIDx.ipynb does (its table and view list written out again below), never by
-calling preprocess.labels.
+calling preprocess.covidx.labels.
 """
 
 import json
