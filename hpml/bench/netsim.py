@@ -35,6 +35,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from hpml.parallel.distributed import gloo_rendezvous
+
 IFACE = "hpml0"
 SUBNET = "10.99.0"  # exists only inside our namespaces: the host's own routes never see it
 NETNS_ETC = Path("/etc/netns")  # `ip netns exec` bind-mounts /etc/netns/<ns>/* over /etc/*
@@ -344,8 +346,6 @@ class Network:
 
 def _gloo_main(slots: str, cmd: list[str]) -> int:
     """On node 0: Horovod's rendezvous server for `slots`, then `cmd` with its port exported."""
-    from hpml.parallel.distributed import gloo_rendezvous
-
     with gloo_rendezvous(slots) as port:
         return subprocess.call(cmd, env=dict(os.environ, HOROVOD_GLOO_RENDEZVOUS_PORT=str(port)))
 

@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from hpml.bench.comm_model import step_seconds
+from hpml.bench.scaling_measure import measure as run_measure
 from hpml.core.config import Config
 from hpml.models.build import build_model, parameter_counts
 
@@ -181,8 +182,6 @@ def bench(cfg: Config, a: Assumptions, gpus: list[int], measure: dict | None = N
         f"{last_g['eff_fp32']:.0%} / {last_g['eff_fp32_overlap']:.0%} (gap) efficiency."
     )
     if measure is not None:
-        from hpml.bench.scaling_measure import measure as run_measure
-
         small = measure["size"]
         profiles = {}
         for head in ("flatten", "gap"):

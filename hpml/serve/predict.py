@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from hpml.core.config import CLASSES, Config
 from hpml.imaging import ImageError, encode, load_model_image
+from hpml.serve.gradcam import gradcam, overlay
 from hpml.train.checkpoints import load_trained
 from hpml.train.data import decode_record_image
 
@@ -64,8 +65,6 @@ def explain_names(files: list[Path]) -> list[str]:
 def write_explanations(
     model, cfg: Config, files: list[Path], inputs: np.ndarray, out: Path, target: str = "vs-normal"
 ) -> list[Path]:
-    from hpml.serve.gradcam import gradcam, overlay
-
     out.mkdir(parents=True, exist_ok=True)
     maps, used, probs = gradcam(model, inputs, batch=cfg.eval.batch_size, target=target)
     written = []

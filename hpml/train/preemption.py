@@ -31,6 +31,7 @@ from pathlib import Path
 
 from hpml.core.jobid import job_identity
 from hpml.core.runfiles import RunDir
+from hpml.parallel import distributed
 
 log = logging.getLogger(__name__)
 REQUEUE_EXIT_CODE = 75  # EX_TEMPFAIL: "try again later"; the job script requeues on the marker below
@@ -114,8 +115,6 @@ class CheckSchedule:
 
     def check(self, signalled: bool) -> bool:
         """The collective at a check step; True when any rank was signalled."""
-        from hpml.parallel import distributed
-
         if self.stage == "agree":
             flag, k = distributed.allreduce_max([int(signalled), self.proposal], "preemption_agree")
             self.every, self.stage = int(k), "steady"
@@ -147,8 +146,6 @@ class CheckSchedule:
 @functools.cache
 def _callback_class() -> type:
     import tensorflow as tf
-
-    from hpml.parallel import distributed
 
     class Preemption(tf.keras.callbacks.Callback):
         """Stops `fit` on every rank at the first scheduled check after any rank got a signal."""
