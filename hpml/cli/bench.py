@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from hpml.cli.options import required
@@ -86,10 +87,17 @@ def _scaling(bs: argparse.ArgumentParser) -> None:
     bs.set_defaults(func=cmd_bench_scaling)
 
 
+def bench_config(args: argparse.Namespace):
+    """The experiment's config with random weights: speed does not depend on them, and a benchmark
+    must run where `hpml weights fetch` has not (a laptop, CI)."""
+    cfg = load_config(args.config, args.overrides)
+    return replace(cfg, model=replace(cfg.model, weights=None, init_from=None))
+
+
 def cmd_bench_preprocess(args: argparse.Namespace) -> int:
     from hpml.bench.preprocess import Request, bench
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = bench_config(args)
     split_dir = args.split_dir or required(cfg.data.split_dir, "--split-dir", "data.split_dir")
     bench(cfg, Request(Path(split_dir), args.ranks, args.config, tuple(args.overrides)), _budget(args))
     return 0
@@ -100,7 +108,7 @@ def cmd_bench_input(args: argparse.Namespace) -> int:
     from hpml.shards.shardset import ShardSet
     from preprocess.plan import read_items
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = bench_config(args)
     shards = ShardSet.open(args.shards or required(cfg.data.shards, "--shards", "data.shards"))
     split_dir = args.split_dir or required(cfg.data.split_dir, "--split-dir", "data.split_dir")
     originals = [it.path for it in read_items(Path(split_dir), ["train"]) if it.size > 0]
@@ -114,7 +122,7 @@ def cmd_bench_loop(args: argparse.Namespace) -> int:
     from hpml.shards.shardset import ShardSet
 
     setup_logging(distributed.init(), logging.DEBUG if args.verbose else logging.INFO)
-    cfg = load_config(args.config, args.overrides)
+    cfg = bench_config(args)
     shards = ShardSet.open(args.shards or required(cfg.data.shards, "--shards", "data.shards"))
     bench(cfg, shards, args.steps, _budget(args), args.json)
     return 0
@@ -123,7 +131,7 @@ def cmd_bench_loop(args: argparse.Namespace) -> int:
 def cmd_bench_scaling(args: argparse.Namespace) -> int:
     from hpml.bench.scaling import Assumptions, bench, dump
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = bench_config(args)
     batch = args.batch_per_gpu or cfg.train.batch_size
     a = Assumptions(args.device_tflops, args.intra_gbps, args.inter_gbit, args.gpus_per_node, batch)
     measure = None

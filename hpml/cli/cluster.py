@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from hpml.cli.options import required
+from hpml.core.best_epoch import REPORTABLE
 from hpml.core.config import Config, ConfigError, load_config
 from hpml.core.runfiles import SWEEP_FILE
 from hpml.shards.manifest import MANIFEST
@@ -47,7 +48,11 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     sw_sub = sw.add_subparsers(dest="action", required=True, metavar="ACTION")
     sr = sw_sub.add_parser("report", parents=[common], help="table (Markdown + CSV) and learning curves")
     sr.add_argument("sweep_dir", type=Path, metavar="SWEEP")
-    sr.add_argument("--metric", default="val_accuracy", choices=["val_accuracy", "val_loss", "accuracy", "loss"])
+    sr.add_argument(
+        "--metric",
+        choices=list(REPORTABLE),
+        help="rank the points by this (default: their train.monitor, the metric best.h5 was chosen by)",
+    )
     sr.add_argument("--out", type=Path, help="default: SWEEP/")
     sr.set_defaults(func=cmd_sweep_report)
 
@@ -134,8 +139,8 @@ def _check_inputs(cfg: Config, what: str) -> None:
 
 
 def cmd_sweep_report(args: argparse.Namespace) -> int:
-    table = sweep_report.rows(args.sweep_dir, args.metric, query=query.query)
-    paths = sweep_report.write(args.sweep_dir, table, args.metric, args.out or args.sweep_dir)
+    metric, table = sweep_report.rows(args.sweep_dir, args.metric, query=query.query)
+    paths = sweep_report.write(args.sweep_dir, table, metric, args.out or args.sweep_dir)
     print(paths[0].read_text(), end="")
     print("written: " + ", ".join(str(p) for p in paths))
     return 0

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 
-from hpml.cli import bench, cluster, data, training
+from hpml.cli import bench, cluster, data, training, weights
 from hpml.cli.options import config_options
 from hpml.core import failure
 from hpml.core.logs import setup_logging
 
-GROUPS = (data, training, cluster, bench)  # in the order `hpml --help` lists them
+GROUPS = (data, training, weights, cluster, bench)  # in the order `hpml --help` lists them
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,13 +32,21 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         action="store_true",
         help="start the run over: its checkpoints and history are kept aside, not resumed",
     )
+    tr.add_argument(
+        "--init-from",
+        metavar="FILE",
+        help="a new run starts from these weights (model.init_from: `hpml weights import` output, a best.h5, a "
+        "checkpoint prefix); a resumed run ignores it",
+    )
     tr.set_defaults(func=cmd_train)
 
     ev = sub.add_parser("evaluate", parents=[common], help="exact metrics and reports for a split")
     ev.add_argument("--run-dir", type=Path, help="the run to evaluate (required unless --compare)")
     ev.add_argument("--split", choices=["val", "test"], help="default: eval.split (val); test only on request")
     ev.add_argument(
-        "--checkpoint", help="best | last | a .h5 weights file or checkpoint prefix (default: eval.checkpoint, best)"
+        "--checkpoint",
+        help="best | last | any weights file hpml can load (a .h5 of hpml or of the seed, a checkpoint prefix); "
+        "default: eval.checkpoint. Without --run-dir: a file, with --config and --out",
     )
     ev.add_argument("--shards", type=Path, help="shard folder (default: data.shards of the run)")
     ev.add_argument(
@@ -48,13 +56,19 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         metavar=("RUN_A", "RUN_B"),
         help="paired comparison of two evaluated runs on the same images (McNemar, B - A)",
     )
-    ev.add_argument("--out", type=Path, help="with --compare: also write compare.json and compare.md here")
+    ev.add_argument(
+        "--out",
+        type=Path,
+        help="with --compare: also write compare.json and compare.md here; without --run-dir: write OUT/eval/SPLIT",
+    )
     ev.set_defaults(func=cmd_evaluate)
 
     pr = sub.add_parser("predict", parents=[common], help="classify PNG/JPEG/DICOM files")
-    pr.add_argument("--run-dir", type=Path, required=True)
+    pr.add_argument("--run-dir", type=Path, help="the trained run (else --config and --checkpoint FILE)")
     pr.add_argument("files", nargs="+", type=Path, metavar="FILE_OR_DIR")
-    pr.add_argument("--checkpoint", default="best")
+    pr.add_argument(
+        "--checkpoint", help="best (default with --run-dir) | last | any weights file hpml can load (with --config)"
+    )
     pr.add_argument("--csv", type=Path, help="also write the predictions here")
     pr.add_argument("--explain", action="store_true", help="write a Grad-CAM overlay PNG per file")
     pr.add_argument("--explain-dir", type=Path, default=Path("gradcam"), help="where --explain writes (./gradcam)")
@@ -95,7 +109,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     world = distributed.init()  # first: every later failure then ends all ranks (hpml.core.failure)
     setup_logging(world, logging.DEBUG if args.verbose else logging.INFO)
-    cfg = load_config(args.config, args.overrides)
+    overrides = [*args.overrides, *([f"model.init_from={args.init_from}"] if args.init_from else [])]
+    cfg = load_config(args.config, overrides)
     cfg = replace(cfg, data=replace(cfg.data, stage_dir=placement.expand_stage_dir(cfg.data.stage_dir)))
     shards = args.shards or required(cfg.data.shards, "--shards", "data.shards")
     logging.getLogger(placement.__name__).info(placement.report())
@@ -110,13 +125,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.compare:
         return _compare(args)
-    if args.run_dir is None:
-        raise ConfigError("evaluate needs --run-dir RUN (or --compare RUN_A RUN_B)")
+    run_dir = args.run_dir
+    if run_dir is None:
+        if not (args.checkpoint and args.config and args.out):
+            raise ConfigError(
+                "evaluate needs --run-dir RUN, or --checkpoint FILE --config CFG --out DIR (or --compare)"
+            )
+        run_dir = args.out  # a weights file alone: its report goes to OUT/eval/SPLIT
     from hpml.evaluation.evaluate import evaluate
     from hpml.parallel import distributed
 
     setup_logging(distributed.init(), logging.DEBUG if args.verbose else logging.INFO)
-    evaluate(args.run_dir, args.split, args.checkpoint, args.shards, args.overrides)
+    evaluate(run_dir, args.split, args.checkpoint, args.shards, args.overrides, args.config)
     return 0
 
 
@@ -141,8 +161,11 @@ def _compare(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from hpml.serve.predict import predict
 
+    if args.run_dir is None and not (args.config and args.checkpoint):
+        raise ConfigError("predict needs --run-dir RUN, or --config CFG with --checkpoint FILE")
     explain = args.explain_dir if args.explain else None
-    return predict(args.run_dir, args.files, args.checkpoint, args.csv, explain, args.explain_target)
+    which = args.checkpoint or "best"
+    return predict(args.run_dir, args.files, which, args.csv, explain, args.explain_target, args.config, args.overrides)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

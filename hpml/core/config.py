@@ -58,7 +58,15 @@ class PreprocessConfig:
 class ModelConfig:
     backbone: Literal["tiny_cnn", "resnet50v2", "resnext50", "efficientnetb4", "mobilenetv2"] = "resnet50v2"
     head: Literal["flatten", "gap", "covidnext"] = "flatten"
-    weights: str | None = None  # local file only: compute nodes have no internet
+    # null (random), `imagenet` (the file `hpml weights fetch` put in $HPML_WEIGHTS_DIR; compute
+    # nodes never download), or a local Keras weights file for the backbone.
+    weights: str | None = None
+    # A whole-model weights file to start from (`hpml weights import` output, a best.h5, a checkpoint).
+    init_from: str | None = None
+    # The pixel range fed to the backbone: `imagenet` (what its ImageNet weights expect: [-1, 1]
+    # for ResNet50V2/MobileNetV2, [0, 255] for EfficientNet), `unit` ([0, 1], as Covid19-HPML fed
+    # ResNet50V2) or `symmetric` ([-1, 1]).
+    input_scale: Literal["imagenet", "unit", "symmetric"] = "imagenet"
     dropout: float = field(default=0.0, metadata=_range(0.0, 0.95))
 
 
@@ -84,6 +92,10 @@ class TrainConfig:
     class_weights: dict[str, float] = field(default_factory=lambda: {"normal": 1.0, "pneumonia": 1.0, "COVID-19": 1.0})
     covid_percent: float | None = field(default=None, metadata=_range(0.0, 1.0))
     steps_per_epoch: int | None = field(default=None, metadata=_range(1, 10_000_000))
+    # An epoch without steps_per_epoch: `pass`, one pass over the records (with covid_percent, the
+    # non-COVID ones, batch_size - share per batch); `covidnet`, COVID-Net's and Covid19-HPML's
+    # generator length, ceil(non-COVID / global batch) batches (a little over one pass).
+    epoch_length: Literal["pass", "covidnet"] = "pass"
     # ReduceLROnPlateau on the validation loss, Keras semantics, HPML's values (train_keras.py).
     plateau_factor: float = field(default=0.7, metadata=_range(0.0, 1.0))
     plateau_patience: int = field(default=5, metadata=_range(0, 10_000))
@@ -91,6 +103,10 @@ class TrainConfig:
     plateau_min_lr: float = field(default=1e-6, metadata=_range(0.0, 10.0))
     plateau_cooldown: int = field(default=0, metadata=_range(0, 10_000))
     validate: bool = True  # false: train without a val split (no plateau, best = last epoch)
+    # What names the best epoch (best.h5, the sweep report) and drives the plateau (hpml.train.selection).
+    monitor: Literal["val_loss", "val_accuracy", "val_macro_f1", "val_covid_sensitivity"] = "val_loss"
+    # Per-epoch weights files (checkpoints/epochs/): the N newest, `all` (as the seed keeps them), or 0.
+    keep_checkpoints: int | Literal["all"] = field(default=0, metadata=_range(0, 1_000_000))
     shuffle_buffer: int = field(default=2048, metadata=_range(1, 10_000_000))  # records, per rank
     mixed_precision: bool = False
     # Gradient exchange (Horovod): fp16 halves the allreduce bytes; accumulate_steps sums that
@@ -143,6 +159,12 @@ def _describe(value: Any) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
+def _expected(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(tp)))
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
+
+
 def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
     """Check `value` against the annotation `tp`, converting only where YAML is ambiguous."""
 
@@ -154,8 +176,15 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(value, inner, key, where)
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return _coerce(value, inner[0], key, where)
+        for alternative in inner:  # the first alternative that takes the value
+            try:
+                return _coerce(value, alternative, key, where)
+            except ConfigError:
+                pass
+        fail(" or ".join(_expected(a) for a in inner))
     if origin is Literal:
         if value not in args:
             fail("one of " + ", ".join(map(str, args)))

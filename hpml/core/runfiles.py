@@ -6,7 +6,7 @@ every one of them finds a file through `RunDir`, so a name cannot drift between 
 reader.
 
     RUN/config.yaml  versions.json  history.csv  curves.png  status.json  PREEMPTED  .lock
-        tensorboard/  checkpoints/{ckpt-*, best.h5}  eval/<split>/  efficiency.json
+        tensorboard/  checkpoints/{ckpt-*, best.h5, best.json, epochs/epoch-*.h5}  eval/<split>/  efficiency.json
         slurm/{*.sbatch, config.yaml, submitted.json, usage/, *.out}
     SWEEP/sweep.json  SWEEP/p000/ ... (each point a RUN)
 """
@@ -31,7 +31,9 @@ class RunDir:
     curves = property(lambda self: self.path / "curves.png")
     tensorboard = property(lambda self: self.path / "tensorboard")
     checkpoints = property(lambda self: self.path / "checkpoints")
-    best = property(lambda self: self.path / "checkpoints" / "best.h5")
+    best = property(lambda self: self.path / "checkpoints" / "best.h5")  # the best epoch's weights
+    best_info = property(lambda self: self.path / "checkpoints" / "best.json")  # which epoch, monitor, value
+    epochs = property(lambda self: self.path / "checkpoints" / "epochs")  # per-epoch weights (keep_checkpoints)
     status = property(lambda self: self.path / "status.json")  # where training is, rewritten by rank 0
     marker = property(lambda self: self.path / "PREEMPTED")  # rank 0's word to the job script: requeue me
     lock = property(lambda self: self.path / ".lock")  # one training at a time

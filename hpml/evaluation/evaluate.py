@@ -22,9 +22,9 @@ import tensorflow as tf
 from hpml.core.config import CLASSES, EvalConfig, load_config
 from hpml.core.failure import at, phase
 from hpml.core.files import write_json_atomic, write_text_atomic
+from hpml.core.metrics import confusion, from_confusion
 from hpml.core.runfiles import RunDir
 from hpml.evaluation import calibration, curves, intervals
-from hpml.evaluation.metrics import confusion, from_confusion
 from hpml.evaluation.plots import plot_reliability, plot_roc_pr
 from hpml.evaluation.report import markdown, plot_confusion, plot_curves
 from hpml.parallel import distributed
@@ -36,12 +36,19 @@ from hpml.train.shard_check import explain_data_error
 log = logging.getLogger(__name__)
 
 
-def evaluate(run_dir: Path, split: str | None, which: str | None, shards: Path | None, overrides=()) -> dict:
-    """`which` checkpoint (None: the run's eval.checkpoint) on `split` (None: eval.split)."""
+def evaluate(
+    run_dir: Path, split: str | None, which: str | None, shards: Path | None, overrides=(), config: Path | None = None
+) -> dict:
+    """`which` checkpoint (None: the run's eval.checkpoint) on `split` (None: eval.split).
+
+    `run_dir` is where the report goes (RUN/eval/SPLIT); without a config.yaml there, `config`
+    describes the model and `which` must be a weights file.
+    """
     world = distributed.init()
     with phase("load"):
-        which = which or load_config(RunDir(run_dir).config, overrides).eval.checkpoint
-        cfg, model, description = load_trained(run_dir, which, overrides)
+        run_config = RunDir(run_dir).config
+        which = which or load_config(run_config if run_config.is_file() else config, overrides).eval.checkpoint
+        cfg, model, description = load_trained(run_dir, which, overrides, config)
         split = split or cfg.eval.split
         shard_set = ShardSet.open(shards or cfg.data.shards)
     with phase("predict"):

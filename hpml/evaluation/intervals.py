@@ -46,7 +46,7 @@ def per_class(cm: np.ndarray, level: float = LEVEL) -> dict:
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     # An undefined ratio (no true / no predicted image of a class) counts as 0, as in
-    # hpml.evaluation.metrics.from_confusion and scikit-learn's zero_division=0.
+    # hpml.core.metrics.from_confusion and scikit-learn's zero_division=0.
     return np.divide(num, den, out=np.zeros_like(num, dtype=float), where=den > 0)
 
 

@@ -1,9 +1,10 @@
 """Backbones: image -> feature map, for every model hpml offers.
 
 ResNet50V2 (COVID-Net as trained by Covid19-HPML), ResNeXt50-32x4d (COVID-Next, written here
-in Keras), EfficientNetB4, MobileNetV2, and a tiny CNN for CPU runs. Each Keras application is
-fed the input range its ImageNet weights were trained with. Weights only ever come from a
-local file (hpml.models.build).
+in Keras), EfficientNetB4, MobileNetV2, and a tiny CNN for CPU runs. Each is fed the input range
+`model.input_scale` names: by default the one its ImageNet weights were trained with; `unit`
+for weights trained on [0, 1] (Covid19-HPML fed ResNet50V2 [0, 1]). Weights only ever come from
+local files (hpml.models.build).
 """
 
 from __future__ import annotations
@@ -53,29 +54,46 @@ def resnext50(inputs: tf.Tensor) -> tf.Tensor:
     return x
 
 
-def _application(name: str):
-    """A Keras application, fed the input range its ImageNet weights were trained with."""
-    apps = tf.keras.applications
-    ctor, scale, offset = {
-        "resnet50v2": (apps.ResNet50V2, 2.0, -1.0),  # [-1, 1]
-        "mobilenetv2": (apps.MobileNetV2, 2.0, -1.0),  # [-1, 1]
-        "efficientnetb4": (apps.EfficientNetB4, 255.0, 0.0),  # [0, 255], normalises inside
-    }[name]
+# model.input_scale -> (scale, offset) applied to the [0, 1] image. `imagenet` is each backbone's
+# own: what its ImageNet weights were trained with ([0, 1] for hpml's own CNNs, as COVID-Next fed).
+SCALES = {"unit": (1.0, 0.0), "symmetric": (2.0, -1.0)}
+IMAGENET_SCALES = {
+    "resnet50v2": (2.0, -1.0),  # [-1, 1]
+    "mobilenetv2": (2.0, -1.0),  # [-1, 1]
+    "efficientnetb4": (255.0, 0.0),  # [0, 255], normalises inside
+    "tiny_cnn": (1.0, 0.0),
+    "resnext50": (1.0, 0.0),
+}
 
+
+def input_range(backbone: str, input_scale: str) -> tuple[float, float]:
+    """(scale, offset) the backbone's input gets from the [0, 1] image."""
+    return IMAGENET_SCALES[backbone] if input_scale == "imagenet" else SCALES[input_scale]
+
+
+def _application(ctor):
     def build(inputs: tf.Tensor) -> tf.Tensor:
-        scaled = layers.Rescaling(scale, offset, name="input_scaling")(inputs)
-        return ctor(include_top=False, weights=None, input_tensor=scaled).output
+        return ctor(include_top=False, weights=None, input_tensor=inputs).output
 
     return build
 
 
+apps = tf.keras.applications
 BACKBONES = {
     "tiny_cnn": tiny_cnn,
     "resnext50": resnext50,
-    "resnet50v2": _application("resnet50v2"),
-    "efficientnetb4": _application("efficientnetb4"),
-    "mobilenetv2": _application("mobilenetv2"),
+    "resnet50v2": _application(apps.ResNet50V2),
+    "efficientnetb4": _application(apps.EfficientNetB4),
+    "mobilenetv2": _application(apps.MobileNetV2),
 }
+
+
+def backbone_features(name: str, inputs: tf.Tensor, input_scale: str) -> tf.Tensor:
+    """The backbone on a [0, 1] image, fed the range `input_scale` asks for."""
+    scale, offset = input_range(name, input_scale)
+    if (scale, offset) != (1.0, 0.0) or name not in ("tiny_cnn", "resnext50"):
+        inputs = layers.Rescaling(scale, offset, name="input_scaling")(inputs)
+    return BACKBONES[name](inputs)
 
 
 def fix_imagenet_normalisation(backbone: tf.keras.Model) -> None:

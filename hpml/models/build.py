@@ -1,19 +1,23 @@
 """The model: uint8 gray image -> backbone (hpml.models.backbones) -> head (hpml.models.heads).
 
-Weights only ever come from a local file (`model.weights`), loaded into the backbone.
+Backbone weights (`model.weights`) only ever come from a local file: `imagenet` is the file
+`hpml weights fetch` left in the shared cache (hpml.models.weights_cache); nothing downloads here.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import tensorflow as tf
 
 from hpml.core.config import ModelConfig
-from hpml.models.backbones import BACKBONES, fix_imagenet_normalisation
+from hpml.models.backbones import backbone_features, fix_imagenet_normalisation
 from hpml.models.heads import head
+from hpml.models.weights_cache import resolve
 
 layers = tf.keras.layers
+log = logging.getLogger(__name__)
 
 
 def model_input(gray: tf.Tensor) -> tf.Tensor:
@@ -29,14 +33,16 @@ def model_input(gray: tf.Tensor) -> tf.Tensor:
 def build_model(cfg: ModelConfig, image_size: int) -> tf.keras.Model:
     gray = layers.Input((image_size, image_size, 1), dtype="uint8", name="image")
     inputs = layers.Input((image_size, image_size, 3), name="rgb")
-    features = BACKBONES[cfg.backbone](inputs)
+    features = backbone_features(cfg.backbone, inputs, cfg.input_scale)
     backbone = tf.keras.Model(inputs, features, name=f"backbone_{cfg.backbone}")
-    if cfg.weights:
-        path = Path(cfg.weights)
+    weights = resolve(cfg.weights, cfg.backbone)
+    if weights:
+        path = Path(weights)
         if not path.is_file():
             raise FileNotFoundError(f"model.weights: {path} not found (weights load from local files only)")
         backbone.load_weights(str(path))
         fix_imagenet_normalisation(backbone)
+        log.info("model.weights %s: loaded %s into the %s backbone", cfg.weights, path, cfg.backbone)
     outputs = head(backbone(model_input(gray)), cfg.head, cfg.dropout)
     return tf.keras.Model(gray, outputs, name=f"{cfg.backbone}_{cfg.head}")
 

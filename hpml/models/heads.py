@@ -1,7 +1,7 @@
 """Heads: feature map -> class probabilities.
 
-`flatten`, the seed's Flatten -> 1024 -> 256 -> 3 (faithful; ~537 M parameters at 512 px with
-ResNet50V2), `gap`, global average pooling -> 3, and `covidnext`, COVID-Next's conv-BN blocks
+`flatten`, the seed's Flatten -> 1024 -> 256 -> 3 (faithful; 537 M parameters in the head at
+512 px with ResNet50V2, 561 M in all), `gap`, global average pooling -> 3, and `covidnext`, COVID-Next's conv-BN blocks
 (2048 -> 512 3x3, 512 -> 1024 1x1, 1024 -> 512 3x3, each conv + BN + LeakyReLU(0.01, PyTorch's
 default)) -> global average pooling -> 3. Every head's layers are named `head_*`.
 """

@@ -78,14 +78,17 @@ def write_explanations(
 
 
 def predict(
-    run_dir: Path,
+    run_dir: Path | None,
     targets: list[Path],
     which: str = "best",
     csv_path: Path | None = None,
     explain_dir: Path | None = None,
     explain_target: str = "vs-normal",
+    config: Path | None = None,
+    overrides=(),
 ) -> int:
-    cfg, model, description = load_trained(run_dir, which)
+    """Classify `targets` with a run's weights, or (no run) with `config` and the weights file `which`."""
+    cfg, model, description = load_trained(run_dir, which, overrides, config)
     files = expand(targets)
     inputs, kept, failed = [], [], []
     for path in files:

@@ -1,7 +1,8 @@
 """`hpml sweep report SWEEP`: one table of the points (Markdown + CSV) and their learning curves.
 
 Per point: its overrides, state, epochs done, the best value of the chosen metric and the
-epoch it came at, the best val_loss and val_accuracy, and what it used (GPU- or CPU-hours from
+epoch it came at (by default the runs' `train.monitor`, with the rule that chose their best.h5:
+hpml.core.best_epoch), the best val_loss and val_accuracy, and what it used (GPU- or CPU-hours from
 the ranks' own records, hpml.slurm.usage; SBU where the cluster profile gives a rate).
 """
 
@@ -11,19 +12,43 @@ import csv
 import json
 from pathlib import Path
 
+from hpml.core.best_epoch import REPORTABLE, best_row
+from hpml.core.config import ConfigError, load_config
 from hpml.core.runfiles import SWEEP_FILE, RunDir
 from hpml.slurm import usage
 from hpml.slurm.sweep import point_dir, task_ids
 
-METRICS = ("val_accuracy", "val_loss", "accuracy", "loss")
+METRICS = tuple(REPORTABLE)
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None  # val_confusion
 
 
 def _history(run_dir: Path) -> list[dict[str, float]]:
     try:
         with RunDir(run_dir).history.open() as fh:
-            return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(fh)]
+            rows = list(csv.DictReader(fh))
     except FileNotFoundError:
         return []
+    return [{k: x for k, v in row.items() if v not in ("", None) and (x := _number(v)) is not None} for row in rows]
+
+
+def monitor_of(sweep_dir: Path, points: list[dict]) -> str:
+    """The points' train.monitor (the metric their best.h5 was chosen by); they must agree."""
+    found = set()
+    for p in points:
+        config = RunDir(point_dir(sweep_dir, p["index"])).config
+        if config.is_file():
+            found.add(load_config(config).train.monitor)
+    if len(found) > 1:
+        raise ConfigError(
+            f"{sweep_dir}: the points monitor different metrics ({', '.join(sorted(found))}): give --metric"
+        )
+    return found.pop() if found else "val_loss"
 
 
 def _state(run_dir: Path, job: str | None, epochs: int, done: int, query) -> str:
@@ -34,13 +59,15 @@ def _state(run_dir: Path, job: str | None, epochs: int, done: int, query) -> str
     return "done" if done >= epochs else ("partial" if done else "not started")
 
 
-def rows(sweep_dir: Path, metric: str, query=None) -> list[dict]:
-    if metric not in METRICS:
-        raise ValueError(f"--metric: one of {', '.join(METRICS)}")
+def rows(sweep_dir: Path, metric: str | None, query=None) -> tuple[str, list[dict]]:
+    """(the metric used, one row per point, best first)."""
     manifest = json.loads((sweep_dir / SWEEP_FILE).read_text())
+    metric = metric or monitor_of(sweep_dir, manifest["points"])
+    if metric not in METRICS:
+        raise ConfigError(f"--metric: one of {', '.join(METRICS)}")
     cost = manifest.get("cost") or {}
     jobs = task_ids(sweep_dir)
-    lower_is_better = metric.endswith("loss")
+    name, higher_is_better = REPORTABLE[metric]
     out = []
     for p in manifest["points"]:
         run = point_dir(sweep_dir, p["index"])
@@ -49,9 +76,8 @@ def rows(sweep_dir: Path, metric: str, query=None) -> list[dict]:
         row: dict = {"point": p["index"], **dict(o.split("=", 1) for o in p["overrides"])}
         row["state"] = _state(run, jobs.get(p["index"]), epochs, len(history), query)
         row["epochs"] = f"{len(history)}/{epochs}"
-        scored = [h for h in history if metric in h]
-        best = (min if lower_is_better else max)(scored, key=lambda h: h[metric]) if scored else None
-        row[f"best_{metric}"] = best[metric] if best else None
+        best = best_row(metric, history)
+        row[f"best_{metric}"] = best[name] if best else None
         row["best_epoch"] = int(best["epoch"]) if best else None
         row["min_val_loss"] = min((h["val_loss"] for h in history), default=None)
         row["max_val_accuracy"] = max((h["val_accuracy"] for h in history), default=None)
@@ -66,8 +92,8 @@ def rows(sweep_dir: Path, metric: str, query=None) -> list[dict]:
             row["sbu"] = None
         out.append(row)
     key = f"best_{metric}"
-    scored_rows = sorted((r for r in out if r[key] is not None), key=lambda r: r[key], reverse=not lower_is_better)
-    return scored_rows + [r for r in out if r[key] is None]
+    scored_rows = sorted((r for r in out if r[key] is not None), key=lambda r: r[key], reverse=higher_is_better)
+    return metric, scored_rows + [r for r in out if r[key] is None]
 
 
 def _fmt(value) -> str:

@@ -17,7 +17,7 @@ import json
 import logging
 import re
 import shutil
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from hpml.core.failure import at
 from hpml.core.files import write_json_atomic
 from hpml.core.runfiles import RunDir
 from hpml.models.build import build_model
+from hpml.models.weights_import import import_weights
 
 log = logging.getLogger(__name__)
 KEEP = 3
@@ -40,7 +41,9 @@ class TrainState:
     epoch: int = 0  # epochs fully done
     step_in_epoch: int = 0  # steps done in the current epoch (non-zero after preemption)
     global_step: int = 0
-    best_val_loss: float = float("inf")  # ReduceLROnPlateau's `best`
+    plateau_best: float = float("inf")  # ReduceLROnPlateau's `best`, as a loss (hpml.train.selection.score)
+    best_score: float = float("inf")  # the best epoch's monitored value, as a loss: best.h5
+    best_epoch: int = -1  # its history.csv epoch
     plateau_wait: int = 0
     plateau_cooldown: int = 0
     partial_loss: float = 0.0  # mean train loss and accuracy over the steps done this epoch
@@ -153,7 +156,10 @@ def restore(model: tf.keras.Model, directory: Path, fp: dict[str, Any]) -> tuple
             )
             continue
         known = {f.name for f in fields(TrainState)}
-        return TrainState(**{k: v for k, v in meta["state"].items() if k in known}), prefix
+        saved = dict(meta["state"])
+        if "best_val_loss" in saved:  # written before train.monitor: the plateau watched val_loss
+            saved.setdefault("plateau_best", saved["best_val_loss"])
+        return TrainState(**{k: v for k, v in saved.items() if k in known}), prefix
     return None
 
 
@@ -168,29 +174,37 @@ def save_weights_atomic(model: tf.keras.Model, path: Path) -> None:
         raise CheckpointWriteError(f"writing {path} failed ({exc}); {kept}. Free space and rerun to resume.") from exc
 
 
-def load_trained(run_dir: Path, which: str = "best", overrides=()) -> tuple:
+def load_trained(run_dir: Path | None, which: str = "best", overrides=(), config: Path | None = None) -> tuple:
     """(config, model with weights, description) for evaluation, prediction and export.
 
-    which: `best` (lowest validation loss), `last` (newest complete checkpoint), or a path to
-    a `.h5` weights file or a checkpoint prefix.
+    which: `best` (the train.monitor best epoch, hpml.train.selection), `last` (newest complete
+    checkpoint), or any weights file hpml can load (hpml.models.weights_import: a .h5 of hpml or
+    of the seed, a checkpoint prefix). The run's config.yaml describes the model; without a run
+    directory, `config` does.
     """
-    run = RunDir(run_dir)
-    cfg = load_config(run.config, overrides)
-    model = build_model(cfg.model, cfg.data.image_size)
-    ckpt_dir = run.checkpoints
-    if which == "best":
-        path = run.best
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no best weights (has {run_dir} finished an epoch?)")
-        model.load_weights(str(path))
-        return cfg, model, str(path)
-    if which == "last":
-        found = complete(ckpt_dir)
-        if not found:
-            raise FileNotFoundError(f"{ckpt_dir}: no complete checkpoint")
-        which = str(found[0][0])
-    if which.endswith(".h5"):
-        model.load_weights(which)
+    run = RunDir(run_dir) if run_dir is not None else None
+    if run is not None and run.config.is_file():
+        cfg = load_config(run.config, overrides)
+    elif config is not None:
+        cfg = load_config(config, overrides)
     else:
-        tf.train.Checkpoint(model=model).read(which).expect_partial().assert_existing_objects_matched()
+        where = f"{run.config} not found" if run else "no --run-dir"
+        raise UsageError(f"{where}: give --config (the model the weights are for) with --checkpoint FILE")
+    # Every weight comes from the file: the backbone's ImageNet file is not needed (nor read).
+    model = build_model(replace(cfg.model, weights=None), cfg.data.image_size)
+    if which in ("best", "last") and run is None:
+        raise UsageError(f"--checkpoint {which} needs --run-dir; without one give a weights file")
+    if which == "best":
+        if not run.best.is_file():
+            raise FileNotFoundError(f"{run.best}: no best weights (has {run_dir} finished an epoch?)")
+        model.load_weights(str(run.best))
+        return cfg, model, str(run.best)
+    if which == "last":
+        found = complete(run.checkpoints)
+        if not found:
+            raise FileNotFoundError(f"{run.checkpoints}: no complete checkpoint")
+        tf.train.Checkpoint(model=model).read(str(found[0][0])).expect_partial().assert_existing_objects_matched()
+        return cfg, model, str(found[0][0])
+    report = import_weights(Path(which), model)
+    log.info("%s", report.lines()[0])
     return cfg, model, which

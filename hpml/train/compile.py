@@ -6,6 +6,8 @@ so a benchmark times exactly what training runs.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import tensorflow as tf
 
 from hpml.core.config import Config
@@ -27,7 +29,9 @@ def compile_model(cfg: Config, lr: float, world: World) -> tf.keras.Model:
     # A seed per rank: Dropout layers take their seeds at construction, and identical masks on
     # every rank would waste the regularisation. The weights are rank 0's (broadcast on resume).
     tf.keras.utils.set_random_seed(cfg.train.seed + 1_000_003 * world.rank)
-    model = build_model(cfg.model, cfg.data.image_size)
+    # A run that starts from a whole-model file (init_from) does not need the backbone's own file.
+    model_cfg = replace(cfg.model, weights=None) if cfg.model.init_from else cfg.model
+    model = build_model(model_cfg, cfg.data.image_size)
     t = cfg.train
     optimizer = distributed.distributed_optimizer(keras_optimizer(cfg, lr), t.compression, t.accumulate_steps)
     model.compile(

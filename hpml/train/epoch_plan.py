@@ -10,7 +10,9 @@ come from the manifest's per-record labels: steps per epoch, and a rank that can
 are known on every rank before anything is read.
 
 The epoch is one pass over the driving stream (all records; with `covid_percent` the non-COVID
-ones, each batch topped up with COVID-19 images as COVID-Net does, the COVID stream repeating).
+ones, each batch topped up with COVID-19 images as COVID-Net does, the COVID stream repeating),
+or, with `train.epoch_length: covidnet`, COVID-Net's generator length: ceil(driving records /
+global batch) steps.
 """
 
 from __future__ import annotations
@@ -80,7 +82,16 @@ class TrainPlan:
                 f"an epoch of the train split is {natural} step(s) per rank, fewer than train.accumulate_steps "
                 f"({t.accumulate_steps}): lower accumulate_steps, the batch size or the rank count"
             )
-        self.steps = t.steps_per_epoch or self.natural_steps  # the same on every rank
+        self.steps = t.steps_per_epoch or self._length(t)  # the same on every rank
+
+    def _length(self, t: TrainConfig) -> int:
+        if t.epoch_length == "pass":
+            return self.natural_steps
+        # BalanceCovidDataset.__len__: ceil(non-COVID files / batch size), over the global batch here;
+        # a stream that runs out wraps around (reshuffled), as the generator's did.
+        driving = sum(g.total for g in self.groups if g.drives_epoch)
+        steps = -(-driving // (t.batch_size * self.world.size))
+        return max(steps - steps % t.accumulate_steps, t.accumulate_steps)
 
     def _count(self, keep: frozenset[int]) -> int:
         return sum(labels.count(str(c)) for _, labels in self.shards for c in keep)

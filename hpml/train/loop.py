@@ -18,6 +18,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from hpml.core import best_epoch
 from hpml.core.config import CLASSES, Config, save_config
 from hpml.core.failure import phase
 from hpml.core.runfiles import RunDir
@@ -30,13 +31,14 @@ from hpml.train.callbacks import StepProgress, Warmup, training_callbacks
 from hpml.train.checkpoints import TrainState
 from hpml.train.compile import compile_model
 from hpml.train.data import train_dataset, train_shard_labels
-from hpml.train.epoch_end import record_epoch, validate, weights_digest
+from hpml.train.epoch_end import no_validation, record_epoch, validate, weights_digest
 from hpml.train.epoch_plan import TrainDataError, TrainPlan
 from hpml.train.plateau import plateau_step
 from hpml.train.preemption import REQUEUE_EXIT_CODE, Preemption, clear_marker, install_handlers, write_marker
 from hpml.train.provenance import write_versions
 from hpml.train.resume import resume, set_aside
 from hpml.train.run_lock import acquire_lock, release_lock
+from hpml.train.selection import save_epoch_weights
 from hpml.train.shard_check import explain_data_error, verify_shards
 from hpml.train.staging import stage
 from hpml.train.status_writer import StatusWriter
@@ -60,7 +62,7 @@ def _log_start(model: tf.keras.Model, cfg: Config, world: World, plan: TrainPlan
         f"{counts['head']:,}); {world.size} ranks x batch {cfg.train.batch_size}, {plan.steps} steps/epoch, lr {lr:.3g}"
     )
     if plan.steps != plan.natural_steps:
-        log.info("train.steps_per_epoch %d: an epoch of the data is %d steps", plan.steps, plan.natural_steps)
+        log.info("an epoch is %d steps (one pass over the data is %d)", plan.steps, plan.natural_steps)
     if cfg.model.weights is None and cfg.model.backbone != "tiny_cnn":
         log.warning(
             "model.weights is null: the %s backbone trains from random weights (COVID-Net and HPML "
@@ -133,7 +135,7 @@ def _train(cfg: Config, shard_dir: Path, run_dir: Path, restart: bool, world: Wo
         if preemption.requested or preemption.at_epoch_end():  # a stop agreed in the epoch, or at its end
             return _preempted(attempt, state, fp)
         with phase("validate"):
-            row, improved = attempt.end_epoch(state, start)
+            row, best = attempt.end_epoch(state, start)
         state = replace(
             state, epoch=state.epoch + 1, step_in_epoch=0, partial_loss=0.0, partial_accuracy=0.0, lr=attempt.lr()
         )
@@ -141,8 +143,7 @@ def _train(cfg: Config, shard_dir: Path, run_dir: Path, restart: bool, world: Wo
             if world.is_root:
                 record_epoch(run_dir, writer, row, state.epoch, t.epochs, resumed_epoch)
                 status.epoch_end(row, state)
-                if improved:
-                    checkpoints.save_weights_atomic(model, run.best)
+                save_epoch_weights(model, run, t, row, best)
                 checkpoints.save(model, run.checkpoints, state, fp)
             resumed_epoch = None
             distributed.barrier()  # nobody races ahead of a checkpoint being written
@@ -196,31 +197,34 @@ class Attempt:
         state.global_step += done
 
     def end_epoch(self, state: TrainState, start: float) -> tuple[dict, bool]:
-        """Validation and the LR decision, alike on every rank: (history row, best so far?)."""
+        """Validation, the LR decision and the best epoch, alike on every rank: (history row, best so far?)."""
         t = self.cfg.train
         distributed.average_non_trainable(self.model)
-        val_loss, val_acc = validate(self.model, self.shards, self.cfg, self.world) if t.validate else ("", "")
+        val = validate(self.model, self.shards, self.cfg, self.world) if t.validate else no_validation()
         lr_now = self.lr()
         row = {
             "epoch": state.epoch,
             "loss": state.partial_loss,
             "accuracy": state.partial_accuracy,
-            "val_loss": val_loss,
-            "val_accuracy": val_acc,
+            **val,
             "lr": lr_now,
             "seconds": round(time.monotonic() - start, 2),
         }
         if not t.validate:
             return row, True  # without validation, best.h5 is the last epoch
-        new_lr, improved = plateau_step(state, val_loss, lr_now, t)
+        value = best_epoch.score(t.monitor, row)
+        best = value < state.best_score  # strictly better: a tie keeps the earlier epoch
+        if best:
+            state.best_score, state.best_epoch = value, state.epoch
+        new_lr, _ = plateau_step(state, value, lr_now, t)
         if new_lr != lr_now:
             self.model.optimizer.learning_rate.assign(new_lr)
             if self.world.is_root:
                 log.info(
-                    f"val_loss has not improved by {t.plateau_min_delta:g} for {t.plateau_patience} epochs: "
+                    f"{t.monitor} has not improved by {t.plateau_min_delta:g} for {t.plateau_patience} epochs: "
                     f"lr -> {new_lr:.3g}"
                 )
-        return row, improved
+        return row, best
 
 
 def _preempted(attempt: Attempt, state: TrainState, fp: dict) -> int:

@@ -5,7 +5,9 @@ resumed run would lose; here they live in the TrainState. The decision is Keras'
 against tf.keras.callbacks.ReduceLROnPlateau): an epoch improves when the loss is below
 `best - min_delta`; after `patience` epochs without improvement (outside cooldown) the LR is
 multiplied by `factor`, not below `min_lr`, and `wait` restarts. HPML used factor 0.7,
-patience 5, min_delta 1e-2, min_lr 1e-6 on the validation loss.
+patience 5, min_delta 1e-2, min_lr 1e-6 on the validation loss. The value watched is
+`train.monitor` as a loss (hpml.train.selection.score: a higher-is-better metric negated), so
+Keras' mode 'max' is the same rule.
 """
 
 from __future__ import annotations
@@ -16,14 +18,14 @@ from hpml.core.config import TrainConfig
 from hpml.train.checkpoints import TrainState
 
 
-def plateau_step(state: TrainState, val_loss: float, lr: float, t: TrainConfig) -> tuple[float, bool]:
-    """Update `state` with this epoch's validation loss; returns (new LR, improved)."""
+def plateau_step(state: TrainState, value: float, lr: float, t: TrainConfig) -> tuple[float, bool]:
+    """Update `state` with this epoch's monitored value (lower is better); returns (new LR, improved)."""
     if state.plateau_cooldown > 0:
         state.plateau_cooldown -= 1
         state.plateau_wait = 0
-    improved = bool(np.less(val_loss, state.best_val_loss - t.plateau_min_delta))
+    improved = bool(np.less(value, state.plateau_best - t.plateau_min_delta))
     if improved:
-        state.best_val_loss = val_loss
+        state.plateau_best = value
         state.plateau_wait = 0
         return lr, True
     if state.plateau_cooldown > 0 or t.plateau_patience == 0:

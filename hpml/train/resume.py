@@ -5,7 +5,8 @@ skipped), then its weights, optimizer state and TrainState are broadcast, so a r
 one rank can never send ranks to different checkpoints or step counts. A checkpoint written by
 another rank count or batch size is resumed explicitly: the position in the epoch is carried
 over as images seen, and the learning rate is rescaled by the LR scaling rule, both logged.
-`--restart` keeps the old checkpoints and history aside and starts over.
+`--restart` keeps the old checkpoints and history aside and starts over. A new run (no
+checkpoint) with `model.init_from` starts from that weights file; a resumed one ignores it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import tensorflow as tf
 from hpml.core.config import Config
 from hpml.core.runfiles import RunDir
 from hpml.core.world import World
+from hpml.models.weights_import import WeightsImportError, import_weights
 from hpml.parallel import distributed
 from hpml.train import checkpoints
 from hpml.train.checkpoints import TrainState
@@ -36,7 +38,10 @@ def resume(model: tf.keras.Model, run_dir: Path, cfg: Config, world: World, step
     if world.is_root:
         try:
             decision = checkpoints.restore(model, ckpt_dir, fp)
-        except checkpoints.IncompatibleCheckpoint as exc:
+            if decision is None and cfg.model.init_from:  # a new run: its weights from the file
+                report = import_weights(Path(cfg.model.init_from), model)
+                log.info("model.init_from: %s", report.lines()[0])
+        except (checkpoints.IncompatibleCheckpoint, WeightsImportError) as exc:
             decision = exc
     decision = distributed.broadcast_object(decision, "resume")
     if isinstance(decision, Exception):

@@ -5,6 +5,7 @@ import yaml
 from conftest import REPO, hpml
 
 from hpml.core.config import ConfigError, load_config, save_config
+from hpml.train.epoch_plan import covid_per_batch
 
 SEED = REPO / "configs" / "covidnet-resnet50v2-512.yaml"
 
@@ -20,7 +21,23 @@ def test_seed_config_reproduces_the_seed_settings():
     assert (cfg.model.backbone, cfg.model.head, cfg.data.image_size) == ("resnet50v2", "flatten", 512)
     assert (cfg.train.lr, cfg.train.batch_size, cfg.train.epochs) == (2e-5, 8, 10)
     assert cfg.train.class_weights == {"normal": 1.0, "pneumonia": 1.0, "COVID-19": 25.0}
-    assert cfg.model.weights is None
+    # data.py:166-167: a batch of 8 with ONE position replaced by a COVID-19 image; :144-146 the length
+    t = cfg.train
+    assert covid_per_batch(t.batch_size, t.covid_percent) == 1 and t.epoch_length == "covidnet"
+    assert t.augment.zoom == 0 and (t.augment.rotation, t.augment.shift, t.augment.brightness) == (10, 0.1, 0.1)
+    assert (cfg.model.weights, cfg.model.input_scale) == ("imagenet", "unit")  # weights='imagenet', /255
+    assert (t.optimizer, t.amsgrad, t.keep_checkpoints, t.monitor) == ("adam", True, "all", "val_loss")
+    plateau = (t.plateau_factor, t.plateau_patience, t.plateau_min_delta, t.plateau_min_lr)
+    assert plateau == (0.7, 5, 0.01, 1e-6)
+
+
+def test_a_key_with_two_kinds_of_value(tmp_path):
+    assert load_config(None, ["train.keep_checkpoints=all"]).train.keep_checkpoints == "all"
+    assert load_config(None, ["train.keep_checkpoints=4"]).train.keep_checkpoints == 4
+    with pytest.raises(ConfigError, match=r"train.keep_checkpoints: expected an integer or one of all, got 'most'"):
+        load_config(None, ["train.keep_checkpoints=most"])
+    with pytest.raises(ConfigError, match=r"train.keep_checkpoints: -1 is out of range"):
+        load_config(None, ["train.keep_checkpoints=-1"])
 
 
 def test_all_shipped_configs_load():

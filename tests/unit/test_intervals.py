@@ -7,8 +7,8 @@ from scipy import stats
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 from statsmodels.stats.proportion import proportion_confint
 
+from hpml.core.metrics import confusion
 from hpml.evaluation.intervals import bootstrap, per_class, wilson
-from hpml.evaluation.metrics import confusion
 
 SEED_CM = np.array([[96, 4, 0], [7, 92, 1], [0, 3, 43]])  # the seed's COVIDx test matrix
 

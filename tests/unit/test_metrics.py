@@ -3,7 +3,7 @@
 import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score, precision_score, recall_score
 
-from hpml.evaluation.metrics import confusion, from_confusion
+from hpml.core.metrics import confusion, from_confusion
 
 SEED_CM = [[96, 4, 0], [7, 92, 1], [0, 3, 43]]
 

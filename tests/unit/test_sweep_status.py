@@ -119,13 +119,13 @@ def test_report_sorts_by_the_metric_and_reads_each_history(tmp_path):
     (sw / "sweep.json").write_text(json.dumps(manifest))
     _write_history(sw / "p000", [(0.9, 0.5), (0.7, 0.8), (0.8, 0.7)])
     _write_history(sw / "p001", [(0.6, 0.9), (0.5, 0.6)])  # stopped early
-    rows = sweep_report.rows(sw, "val_loss")
+    _, rows = sweep_report.rows(sw, "val_loss")
     assert [(r["point"], r["best_val_loss"], r["best_epoch"], r["state"]) for r in rows] == [
         (1, 0.5, 1, "partial"),
         (0, 0.7, 1, "done"),
         (2, None, None, "not started"),
     ]
-    rows = sweep_report.rows(sw, "val_accuracy")
+    _, rows = sweep_report.rows(sw, "val_accuracy")
     assert [(r["point"], r["best_val_accuracy"], r["best_epoch"]) for r in rows][:2] == [(1, 0.9, 0), (0, 0.8, 1)]
     paths = sweep_report.write(sw, rows, "val_accuracy", sw)
     assert [p.name for p in paths] == ["report.md", "report.csv", "curves.png"]
