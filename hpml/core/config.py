@@ -83,6 +83,10 @@ class AugmentConfig:
 class TrainConfig:
     epochs: int = field(default=10, metadata=_range(1, 100_000))
     batch_size: int = field(default=8, metadata=_range(1, 65_536))  # per rank
+    # The global batch, whatever the rank count (Covid19-HPML's `--bs`): each rank takes
+    # global_batch / ranks (must divide; it replaces batch_size), covid_percent applies to the
+    # global batch, and lr (tuned for base_batch) scales with global_batch / base_batch.
+    global_batch: int | None = field(default=None, metadata=_range(1, 1_000_000))
     lr: float = field(default=2e-5, metadata=_range(0.0, 10.0))
     optimizer: Literal["adam", "sgd"] = "adam"
     amsgrad: bool = True
@@ -320,6 +324,16 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
         cfg = _build(Config, raw, "", f"--set {item}")
         _check(cfg, f"--set {item}")
     return cfg
+
+
+def for_world(cfg: Config, size: int, where: str = "train.global_batch") -> Config:
+    """The config a job of `size` ranks trains with: train.global_batch fixes the per-rank batch."""
+    g = cfg.train.global_batch
+    if g is None:
+        return cfg
+    if g % size:
+        raise ConfigError(f"{where}: {g} images cannot be split evenly over {size} ranks; use a multiple of {size}")
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, batch_size=g // size))
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

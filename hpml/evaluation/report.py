@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
+from hpml.core import history
 from hpml.core.config import CLASSES
 
 NAMES = {"normal": "Normal", "pneumonia": "Pneumonia", "COVID-19": "COVID-19"}
@@ -129,15 +129,14 @@ def plot_curves(history_csv: Path, path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with history_csv.open() as fh:
-        rows = list(csv.DictReader(fh))
+    rows = history.read(history_csv)
     if not rows:
         return False
-    epochs = [int(r["epoch"]) + 1 for r in rows]
+    epochs = [r["epoch"] + 1 for r in rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
     for key, axis in (("loss", left), ("accuracy", right)):
-        axis.plot(epochs, [float(r[key]) for r in rows], "o-", label=f"train {key}")
-        axis.plot(epochs, [float(r[f"val_{key}"]) for r in rows], "s-", label=f"val {key}")
+        axis.plot(epochs, [r[key] for r in rows], "o-", label=f"train {key}")
+        axis.plot(epochs, [r.get(f"val_{key}", float("nan")) for r in rows], "s-", label=f"val {key}")
         axis.set_xlabel("epoch")
         axis.legend()
         axis.grid(alpha=0.3)

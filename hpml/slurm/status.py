@@ -8,13 +8,13 @@ checkpoint-for-requeue marker if one is there.
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from hpml.core import history
 from hpml.core.runfiles import SWEEP_FILE, RunDir
 from hpml.slurm import query as slurmq
 from hpml.slurm.sweep import point_dir, task_ids
@@ -52,13 +52,10 @@ def progress(run_dir: Path) -> dict:
         )
     }
     out["updated_s_ago"] = round(time.time() - doc["updated"], 1) if doc.get("updated") else None
-    try:
-        with run.history.open() as fh:
-            history = list(csv.DictReader(fh))
-    except FileNotFoundError:
-        history = []
-    out["epochs_done"] = len(history)
-    out["last"] = {k: float(v) for k, v in history[-1].items() if k != "epoch"} if history else doc.get("last") or {}
+    rows = history.read(run.history)
+    out["epochs_done"] = len(rows)
+    last = {k: v for k, v in rows[-1].items() if k != "epoch" and k not in history.TEXT} if rows else None
+    out["last"] = last or doc.get("last") or {}
     marker = run.marker
     out["preempted_marker"] = marker.read_text().splitlines()[0] if marker.is_file() else None
     return out

@@ -12,7 +12,6 @@ points that have not finished; they resume from their checkpoints.
 
 from __future__ import annotations
 
-import csv
 import itertools
 import json
 import re
@@ -22,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from hpml.core import history
 from hpml.core.config import Config, ConfigError, load_config, load_yaml, save_config
 from hpml.core.runfiles import SWEEP_FILE, RunDir
 from hpml.slurm.render import container_binds, render, resolved_paths
@@ -122,11 +122,7 @@ def resolve(spec: SweepSpec, config: Path | None, overrides: list[str]) -> list[
 
 
 def epochs_done(run_dir: Path) -> int:
-    try:
-        with RunDir(run_dir).history.open() as fh:
-            return len(list(csv.DictReader(fh)))
-    except FileNotFoundError:
-        return 0
+    return len(history.read(RunDir(run_dir).history))
 
 
 def array_spec(indices: list[int], parallel: int | None) -> str:

@@ -12,6 +12,7 @@ import csv
 import json
 from pathlib import Path
 
+from hpml.core import history
 from hpml.core.best_epoch import REPORTABLE, best_row
 from hpml.core.config import ConfigError, load_config
 from hpml.core.runfiles import SWEEP_FILE, RunDir
@@ -21,20 +22,8 @@ from hpml.slurm.sweep import point_dir, task_ids
 METRICS = tuple(REPORTABLE)
 
 
-def _number(text: str) -> float | None:
-    try:
-        return float(text)
-    except ValueError:
-        return None  # val_confusion
-
-
-def _history(run_dir: Path) -> list[dict[str, float]]:
-    try:
-        with RunDir(run_dir).history.open() as fh:
-            rows = list(csv.DictReader(fh))
-    except FileNotFoundError:
-        return []
-    return [{k: x for k, v in row.items() if v not in ("", None) and (x := _number(v)) is not None} for row in rows]
+def _history(run_dir: Path) -> list[dict]:
+    return history.read(RunDir(run_dir).history)
 
 
 def monitor_of(sweep_dir: Path, points: list[dict]) -> str:
@@ -71,16 +60,16 @@ def rows(sweep_dir: Path, metric: str | None, query=None) -> tuple[str, list[dic
     out = []
     for p in manifest["points"]:
         run = point_dir(sweep_dir, p["index"])
-        history = _history(run)
-        epochs = int(manifest.get("epochs", {}).get(str(p["index"]), 0)) or len(history)
+        hist = _history(run)
+        epochs = int(manifest.get("epochs", {}).get(str(p["index"]), 0)) or len(hist)
         row: dict = {"point": p["index"], **dict(o.split("=", 1) for o in p["overrides"])}
-        row["state"] = _state(run, jobs.get(p["index"]), epochs, len(history), query)
-        row["epochs"] = f"{len(history)}/{epochs}"
-        best = best_row(metric, history)
+        row["state"] = _state(run, jobs.get(p["index"]), epochs, len(hist), query)
+        row["epochs"] = f"{len(hist)}/{epochs}"
+        best = best_row(metric, hist)
         row[f"best_{metric}"] = best[name] if best else None
         row["best_epoch"] = int(best["epoch"]) if best else None
-        row["min_val_loss"] = min((h["val_loss"] for h in history), default=None)
-        row["max_val_accuracy"] = max((h["val_accuracy"] for h in history), default=None)
+        row["min_val_loss"] = min((h["val_loss"] for h in hist if "val_loss" in h), default=None)
+        row["max_val_accuracy"] = max((h["val_accuracy"] for h in hist if "val_accuracy" in h), default=None)
         used = usage.totals(usage.load(run))
         row["gpu_hours"], row["cpu_hours"] = used["gpu_hours"], used["cpu_hours_allocated"]
         rate_gpu, rate_cpu = cost.get("sbu_per_gpu_hour"), cost.get("sbu_per_cpu_hour")
@@ -135,12 +124,12 @@ def curves(sweep_dir: Path, table: list[dict], path: Path) -> Path:
     n = len(table)
     fig, axes = plt.subplots(2, n, figsize=(3.2 * n, 5.5), sharey="row", squeeze=False)
     for col, row in enumerate(table):
-        history = _history(point_dir(sweep_dir, row["point"]))
-        epochs = [h["epoch"] for h in history]
+        hist = _history(point_dir(sweep_dir, row["point"]))
+        epochs = [h["epoch"] for h in hist]
         for r, (train, val) in enumerate((("loss", "val_loss"), ("accuracy", "val_accuracy"))):
             ax = axes[r][col]
-            ax.plot(epochs, [h.get(train) for h in history], label=train)
-            ax.plot(epochs, [h.get(val) for h in history], label=val)
+            ax.plot(epochs, [h.get(train) for h in hist], label=train)
+            ax.plot(epochs, [h.get(val) for h in hist], label=val)
             ax.set_xlabel("epoch")
             ax.grid(alpha=0.3)
             if col == 0:

@@ -83,7 +83,8 @@ def train_records(plan: TrainPlan, cfg: Config, epoch: int) -> tf.data.Dataset:
     rank_seed = epoch_seed(t.seed, epoch) * 1_009 + plan.world.rank
     parse = parse_fn()
     parts = []
-    for i, stream in enumerate(plan.streams(epoch)):
+    streams = plan.streams(epoch)
+    for i, stream in enumerate(streams):
         ds = _read_spans(stream.spans, compression_of(stream.spans[0].file))
         ds = ds.map(lambda r: (lambda x: (x["image"], x["label"]))(parse(r)), num_parallel_calls=AUTOTUNE)
         if len(stream.classes) < len(CLASSES):
@@ -92,13 +93,37 @@ def train_records(plan: TrainPlan, cfg: Config, epoch: int) -> tf.data.Dataset:
         # A stream that must give more than its part (the COVID-19 share, or a fixed
         # steps_per_epoch) wraps around, reshuffled; the part is known to be non-empty.
         ds = ds.shuffle(min(stream.count, t.shuffle_buffer), seed=rank_seed + i, reshuffle_each_iteration=True)
-        parts.append(ds.repeat().batch(stream.per_batch, drop_remainder=True))
+        parts.append(ds.repeat())
     if len(parts) == 1:
-        return parts[0].take(plan.steps)
+        return parts[0].batch(t.batch_size, drop_remainder=True).take(plan.steps)
+    if any(s.rotating for s in streams):
+        return _rotating_batches(parts, streams, plan, t.batch_size)
+    parts = [part.batch(stream.per_batch, drop_remainder=True) for part, stream in zip(parts, streams, strict=True)]
     batches = tf.data.Dataset.zip(tuple(parts)).map(
         lambda *b: (tf.concat([x for x, _ in b], 0), tf.concat([y for _, y in b], 0))
     )
     return batches.take(plan.steps)
+
+
+def _rotating_batches(parts: list, streams: list, plan: TrainPlan, batch: int) -> tf.data.Dataset:
+    """Batches whose COVID-19 share changes with the step (a global share that does not divide
+    over the ranks; hpml.train.epoch_plan.Stream.share): per step, the non-COVID records, then the
+    COVID-19 ones, drawn by a choice sequence that is a function of the step alone, so a resumed
+    run replays it."""
+    covid = next(s for s in streams if not s.drives_epoch)
+    rank, size = plan.world.rank, plan.world.size
+
+    def choices(step):
+        extra = tf.cast((rank + step) % size < covid.rotating, tf.int64)
+        n = covid.per_batch + extra
+        return tf.data.Dataset.from_tensor_slices(
+            tf.concat([tf.zeros([batch - n], tf.int64), tf.ones([n], tf.int64)], 0)
+        )
+
+    order = tf.data.Dataset.range(plan.steps).flat_map(choices)
+    driving = next(i for i, s in enumerate(streams) if s.drives_epoch)
+    ds = tf.data.Dataset.choose_from_datasets([parts[driving], parts[1 - driving]], order)
+    return ds.batch(batch, drop_remainder=True).take(plan.steps)
 
 
 def train_dataset(plan: TrainPlan, cfg: Config, epoch: int, start_step: int) -> tf.data.Dataset:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from hpml.core import history
 from hpml.core.config import CLASSES, Config
 from hpml.core.files import write_text_atomic
 from hpml.core.metrics import confusion, from_confusion
@@ -29,19 +30,7 @@ from hpml.train.data import eval_dataset, rank_files
 from hpml.train.shard_check import explain_data_error
 
 log = logging.getLogger(__name__)
-PER_CLASS = [f"val_{m}_{c}" for m in ("sensitivity", "ppv") for c in CLASSES]
-HISTORY_FIELDS = [
-    "epoch",
-    "loss",
-    "accuracy",
-    "val_loss",
-    "val_accuracy",
-    "val_macro_f1",
-    *PER_CLASS,
-    "val_confusion",
-    "lr",
-    "seconds",
-]
+HISTORY_FIELDS = history.FIELDS
 
 
 def validate(model: tf.keras.Model, shards: ShardSet, cfg: Config, world: World) -> dict:

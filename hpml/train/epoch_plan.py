@@ -41,11 +41,17 @@ class Span:
 @dataclass(frozen=True)
 class Stream:
     classes: frozenset[int]  # class indices this stream keeps
-    per_batch: int  # records of this stream in every batch
+    per_batch: int  # records of this stream in every batch (the least, with `rotating`)
     spans: tuple[Span, ...]  # this rank's part, in reading order
     count: int  # records of the stream in this rank's part
     total: int  # records of the stream in the whole split
     drives_epoch: bool  # the epoch is one pass over this stream
+    rotating: int = 0  # ranks with one more COVID-19 image at each step (a global share that does not divide)
+
+    def share(self, rank: int, size: int, step: int) -> int:
+        """This stream's records in `rank`'s batch at `step`: the extra images go round the ranks."""
+        extra = 1 if (rank + step) % size < self.rotating else 0
+        return self.per_batch + (extra if not self.drives_epoch else -extra)
 
 
 def covid_per_batch(batch_size: int, covid_percent: float) -> int:
@@ -60,9 +66,10 @@ def epoch_seed(seed: int, epoch: int) -> int:
 @dataclass(frozen=True)
 class Group:
     classes: frozenset[int]
-    per_batch: int
+    per_batch: int  # the most records per batch for the driving stream, the least for COVID-19
     drives_epoch: bool
     total: int  # records of these classes in the train split
+    rotating: int = 0
 
 
 class TrainPlan:
@@ -71,7 +78,10 @@ class TrainPlan:
     def __init__(self, shards: list[tuple[str, str]], t: TrainConfig, world: World) -> None:
         self.shards = sorted(shards)  # (file, labels: one class digit per record)
         self.world, self.seed = world, t.seed
-        self.groups = [Group(keep, per_batch, drives, self._count(keep)) for keep, per_batch, drives in _groups(t)]
+        self.groups = [
+            Group(keep, per_batch, drives, self._count(keep), rotating)
+            for keep, per_batch, drives, rotating in _groups(t, world.size)
+        ]
         self._check(t)
         natural = min((g.total // world.size) // g.per_batch for g in self.groups if g.drives_epoch)
         # Whole optimizer updates only: an epoch (and its checkpoint) never ends with gradients
@@ -102,7 +112,7 @@ class TrainPlan:
             raise TrainDataError("the train split has no records (did `hpml preprocess` write train shards?)")
         for g in self.groups:
             names = "/".join(CLASSES[c] for c in sorted(g.classes))
-            if g.per_batch < 1:
+            if g.drives_epoch and g.per_batch - (1 if g.rotating else 0) < 1:
                 raise TrainDataError(
                     f"train.batch_size {t.batch_size} with train.covid_percent {t.covid_percent}: every image of a "
                     "batch would be COVID-19; raise the batch size or lower covid_percent"
@@ -125,17 +135,26 @@ class TrainPlan:
         out = []
         for g in self.groups:
             spans, count = rank_part(order, g.classes, g.total, self.world)
-            out.append(Stream(g.classes, g.per_batch, tuple(spans), count, g.total, g.drives_epoch))
+            out.append(Stream(g.classes, g.per_batch, tuple(spans), count, g.total, g.drives_epoch, g.rotating))
         return out
 
 
-def _groups(t: TrainConfig) -> list[tuple[frozenset[int], int, bool]]:
-    """(classes, records per batch, drives the epoch) for each stream."""
+def _groups(t: TrainConfig, size: int) -> list[tuple[frozenset[int], int, bool, int]]:
+    """(classes, records per batch, drives the epoch, rotating ranks) for each stream.
+
+    With train.global_batch the COVID-19 share is the global batch's, k = max(int(G * p), 1):
+    every rank gets k // size per batch, and the k % size left over go round the ranks step by
+    step, so every global batch holds exactly k (the seed's one in 8 on 4 GPUs: 2 per GPU, one
+    of which holds the COVID-19 image).
+    """
     every = frozenset(range(len(CLASSES)))
     if t.covid_percent is None:
-        return [(every, t.batch_size, True)]
-    k = covid_per_batch(t.batch_size, t.covid_percent)
-    return [(every - {COVID}, t.batch_size - k, True), (frozenset({COVID}), k, False)]
+        return [(every, t.batch_size, True, 0)]
+    if t.global_batch is None:
+        k = covid_per_batch(t.batch_size, t.covid_percent)
+        return [(every - {COVID}, t.batch_size - k, True, 0), (frozenset({COVID}), k, False, 0)]
+    k, rotating = divmod(covid_per_batch(t.global_batch, t.covid_percent), size)
+    return [(every - {COVID}, t.batch_size - k, True, rotating), (frozenset({COVID}), k, False, rotating)]
 
 
 def rank_part(order: list[tuple[str, str]], keep: frozenset[int], total: int, world: World) -> tuple[list[Span], int]:

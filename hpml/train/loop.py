@@ -19,7 +19,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from hpml.core import best_epoch
-from hpml.core.config import CLASSES, Config, save_config
+from hpml.core.config import CLASSES, Config, for_world, save_config
 from hpml.core.failure import phase
 from hpml.core.runfiles import RunDir
 from hpml.core.world import World
@@ -74,6 +74,7 @@ def _log_start(model: tf.keras.Model, cfg: Config, world: World, plan: TrainPlan
 def train(cfg: Config, shard_dir: Path, run_dir: Path, restart: bool = False) -> int:
     install_handlers()  # first: a preemption signal during start-up (staging, model build) is kept, not fatal
     world = distributed.init()
+    cfg = for_world(cfg, world.size)  # train.global_batch -> this job's batch per rank
     preemption = Preemption(cfg.train.accumulate_steps, cfg.train.stop_check_steps)
     # The run records where its data really came from: evaluation reads the same shards.
     cfg = replace(cfg, data=replace(cfg.data, shards=str(Path(shard_dir).resolve())))

@@ -77,10 +77,15 @@ def imagenet_cache(tmp_path_factory) -> Path:
     return cache
 
 
-def test_every_batch_holds_the_seeds_covid_share(shards, tmp_path):
+@pytest.mark.parametrize("global_batch", [None, 8], ids=["batch-per-rank", "global-batch"])
+def test_every_batch_holds_the_seeds_covid_share(shards, tmp_path, global_batch):
+    """Per rank, batch 8 with one COVID-19 image each (hpml's rule on 2 ranks: a global batch of 16);
+    or the seed's own `--bs 8` as train.global_batch: 4 per rank, and ONE COVID-19 image in every
+    global batch of 8, on either rank."""
     out = tmp_path / "census"
     out.mkdir()
-    cmd = [sys.executable, str(WORKERS / "batch_census.py"), SEED, shards[0], out, 2, *SMALL, *NO_AUGMENT]
+    extra = [f"train.global_batch={global_batch or 'null'}"]
+    cmd = [sys.executable, str(WORKERS / "batch_census.py"), SEED, shards[0], out, 2, *SMALL, *NO_AUGMENT, *extra]
     proc = subprocess.run(
         ["mpirun", "-np", "2", *map(str, cmd)],
         env={**os.environ, **MPI_ENV, "PYTHONPATH": f"{WORKERS.parent}:{WORKERS}"},
@@ -89,21 +94,28 @@ def test_every_batch_holds_the_seeds_covid_share(shards, tmp_path):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    labels_of = shards[1]
-    non_covid = {i for i, y in labels_of.items() if y != 2 and i < sum(map(len, TRAIN.values()))}
-    covid = {i for i, y in labels_of.items() if y == 2 and i < sum(map(len, TRAIN.values()))}
-    seed_steps = math.ceil(len(non_covid) / (8 * 2))  # data.py:144-146 over the global batch of 2 ranks x 8
+    labels_of, n_train = shards[1], sum(map(len, TRAIN.values()))
+    non_covid = {i for i, y in labels_of.items() if y != 2 and i < n_train}
+    covid = {i for i, y in labels_of.items() if y == 2 and i < n_train}
+    g = global_batch or 8 * 2
+    seed_steps = math.ceil(len(non_covid) / g)  # data.py:144-146, ceil(non-COVID / batch), over the global batch
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
     for epoch in range(2):
-        seen = set()
+        seen = []
         for census in ranks:
             assert census["steps"] == seed_steps and len(census["epochs"][epoch]) == seed_steps
             for batch in census["epochs"][epoch]:
-                assert len(batch["labels"]) == 8 and batch["labels"].count(2) == 1  # one COVID-19 per 8
+                assert len(batch["labels"]) == g // 2
                 assert [labels_of[i] for i in batch["ids"]] == batch["labels"]
-                assert {i for i, y in zip(batch["ids"], batch["labels"], strict=False) if y == 2} <= covid
-                seen |= {i for i, y in zip(batch["ids"], batch["labels"], strict=False) if y != 2}
-        assert seen == non_covid  # the epoch passes over every non-COVID image
+                assert {i for i, y in zip(batch["ids"], batch["labels"], strict=True) if y == 2} <= covid
+                seen += [i for i, y in zip(batch["ids"], batch["labels"], strict=True) if y != 2]
+        for step in range(seed_steps):  # data.py:166-167: one COVID-19 image per batch of 8
+            global_labels = [y for census in ranks for y in census["epochs"][epoch][step]["labels"]]
+            assert global_labels.count(2) == g // 8
+        if global_batch:  # 5 global batches of 7 non-COVID images: 35 of the 40, none twice, as the seed
+            assert len(seen) == len(set(seen)) == seed_steps * (g - 1) and set(seen) <= non_covid
+        else:  # 3 steps x 7 on each rank: every non-COVID image, two of them twice
+            assert set(seen) == non_covid
 
 
 def test_the_seed_recipe_trains_selects_and_reports_per_class(shards, imagenet_cache, tmp_path):

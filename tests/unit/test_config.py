@@ -4,7 +4,7 @@ import pytest
 import yaml
 from conftest import REPO, hpml
 
-from hpml.core.config import ConfigError, load_config, save_config
+from hpml.core.config import ConfigError, for_world, load_config, save_config
 from hpml.train.epoch_plan import covid_per_batch
 
 SEED = REPO / "configs" / "covidnet-resnet50v2-512.yaml"
@@ -23,7 +23,8 @@ def test_seed_config_reproduces_the_seed_settings():
     assert cfg.train.class_weights == {"normal": 1.0, "pneumonia": 1.0, "COVID-19": 25.0}
     # data.py:166-167: a batch of 8 with ONE position replaced by a COVID-19 image; :144-146 the length
     t = cfg.train
-    assert covid_per_batch(t.batch_size, t.covid_percent) == 1 and t.epoch_length == "covidnet"
+    assert t.global_batch == 8 and t.base_batch == 8  # --bs 8 was the global batch; lr 2e-5 for it
+    assert covid_per_batch(t.global_batch, t.covid_percent) == 1 and t.epoch_length == "covidnet"
     assert t.augment.zoom == 0 and (t.augment.rotation, t.augment.shift, t.augment.brightness) == (10, 0.1, 0.1)
     assert (cfg.model.weights, cfg.model.input_scale) == ("imagenet", "unit")  # weights='imagenet', /255
     assert (t.optimizer, t.amsgrad, t.keep_checkpoints, t.monitor) == ("adam", True, "all", "val_loss")
@@ -126,3 +127,12 @@ def test_cli_help_lists_subcommands():
         assert command in out
     for command in commands:
         assert "--config" in hpml(*command.split(), "--help").stdout, command
+
+
+def test_global_batch_fixes_the_batch_per_rank_for_any_rank_count():
+    cfg = load_config(SEED)
+    assert [for_world(cfg, n).train.batch_size for n in (1, 2, 4, 8)] == [8, 4, 2, 1]
+    per_rank = load_config(SEED, ["train.global_batch=null"])
+    assert for_world(per_rank, 4).train.batch_size == 8  # without it: batch_size per rank
+    with pytest.raises(ConfigError, match="train.global_batch: 8 images cannot be split evenly over 3 ranks"):
+        for_world(cfg, 3)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from shardmaker import image_id
 
-from hpml.core.config import load_config
+from hpml.core.config import for_world, load_config
 from hpml.parallel import distributed
 from hpml.shards.shardset import ShardSet
 from hpml.train.data import train_dataset, train_shard_labels
@@ -25,7 +25,7 @@ from hpml.train.epoch_plan import TrainPlan
 def main() -> None:
     config, shards, out, epochs, *overrides = sys.argv[1:]
     world = distributed.init()
-    cfg = load_config(config, overrides)
+    cfg = for_world(load_config(config, overrides), world.size)  # as hpml.train.loop.train does
     shard_set = ShardSet.open(shards)
     plan = TrainPlan(train_shard_labels(shard_set), cfg.train, world)
     census = {"rank": world.rank, "size": world.size, "steps": plan.steps, "epochs": []}
