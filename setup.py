@@ -41,6 +41,7 @@ class BuildWithJobFiles(build_py):
             for path in sorted((here / src).glob(pattern)):
                 shutil.copy2(path, target / dst / path.name)
 
+
 setup(
     name="hpml",
     version=VERSION,
@@ -73,7 +74,7 @@ setup(
     extras_require={
         # statsmodels: the independent reference for the evaluation's intervals and McNemar test
         # (tests only; 0.15.0 installs with numpy 1.26).
-        "dev": ["pytest==8.3.4", "pytest-timeout==2.3.1", "ruff==0.8.6", "spython==0.3.14", "statsmodels==0.15.0"],
+        "dev": ["pytest==8.3.4", "pytest-timeout==2.3.1", "ruff==0.8.6", "spython==0.3.14", "statsmodels==0.15.0"]
     },
     entry_points={"console_scripts": ["hpml=hpml.cli.main:main"]},
     cmdclass={"build_py": BuildWithJobFiles},
