@@ -8,10 +8,11 @@ multi_gpu_model by ModelCheckpoint(save_weights_only)); the seed's input path is
 from __future__ import annotations
 
 import csv
+import json
 
 import cv2
 import numpy as np
-from conftest import REPO, hpml, sets
+from conftest import DEMO, REPO, hpml, sets
 from seedmodel import multi_gpu_model, seed_model
 from trainutil import SMALL, run, train_cmd
 
@@ -67,3 +68,15 @@ def test_init_from_starts_a_new_run_and_a_resumed_run_ignores_it(small_data, tmp
     assert code == 0 and f"model.init_from: {start} (hpml weights): " in log and " 0 mismatched" in log, log
     code, log = run([*cmd[:-2], "--set", "train.epochs=2"])  # resumes b's checkpoint: the file is not read again
     assert code == 0 and "resumed from ckpt-" in log and "model.init_from" not in log, log
+
+    # A weights file with its config evaluates as its run does
+    hpml("evaluate", "--run-dir", tmp_path / "a", "--split", "val", np=2)
+    alone = ["--checkpoint", start, "--config", DEMO, "--shards", shards, "--out", tmp_path / "alone"]
+    hpml("evaluate", *alone, "--split", "val", np=2)
+    by_run, by_file = (
+        json.loads((d / "eval" / "val" / "metrics.json").read_text()) for d in (tmp_path / "a", tmp_path / "alone")
+    )
+    assert by_file["checkpoint"] == str(start) and by_file["count"] > 0
+    assert {k: v for k, v in by_file.items() if k != "checkpoint"} == {
+        k: v for k, v in by_run.items() if k != "checkpoint"
+    }
