@@ -118,6 +118,7 @@ def test_every_batch_holds_the_seeds_covid_share(shards, tmp_path, global_batch)
             assert set(seen) == non_covid
 
 
+@pytest.mark.slow  # a 3-epoch ResNet50V2 run on 2 ranks and its evaluation: about a minute
 def test_the_seed_recipe_trains_selects_and_reports_per_class(shards, imagenet_cache, tmp_path):
     sweep = tmp_path / "sweep"  # a one-point sweep, so `hpml sweep report` reads the run
     run = sweep / "p000"

@@ -12,6 +12,7 @@ import json
 
 import cv2
 import numpy as np
+import pytest
 from conftest import DEMO, REPO, hpml, sets
 from seedmodel import multi_gpu_model, seed_model
 from trainutil import SMALL, run, train_cmd
@@ -58,6 +59,7 @@ def test_predict_without_a_run_needs_a_config_and_a_file(tmp_path):
     assert proc.returncode == 2 and "--config CFG with --checkpoint FILE" in proc.stderr
 
 
+@pytest.mark.slow  # three trainings and two 2-rank evaluations: about a minute
 def test_init_from_starts_a_new_run_and_a_resumed_run_ignores_it(small_data, tmp_path):
     shards = small_data / "shards"
     code, log = run(train_cmd(shards, tmp_path / "a", *SMALL[1:], "train.epochs=1", np=0))
