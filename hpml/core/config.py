@@ -246,6 +246,9 @@ def _build(cls: type, raw: dict[str, Any], prefix: str, where: str) -> Any:
 
 def _check(cfg: Config, where: str) -> None:
     """Rules that involve more than one value."""
+    splits = cfg.data.splits
+    if len(set(splits)) != len(splits) or not set(splits) <= {"train", "val", "test"} or not splits:
+        raise ConfigError(f"{where}: data.splits: each of train, val, test at most once, got {splits}")
     weights = cfg.train.class_weights
     if set(weights) != set(CLASSES):
         raise ConfigError(

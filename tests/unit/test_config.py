@@ -136,3 +136,9 @@ def test_global_batch_fixes_the_batch_per_rank_for_any_rank_count():
     assert for_world(per_rank, 4).train.batch_size == 8  # without it: batch_size per rank
     with pytest.raises(ConfigError, match="train.global_batch: 8 images cannot be split evenly over 3 ranks"):
         for_world(cfg, 3)
+
+
+@pytest.mark.parametrize("splits", ["[train, train]", "[train, holdout]", "[]"])
+def test_data_splits_are_distinct_known_splits(splits):
+    with pytest.raises(ConfigError, match=r"data.splits: each of train, val, test at most once"):
+        load_config(None, [f"data.splits={splits}"])
