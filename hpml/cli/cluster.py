@@ -81,6 +81,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return _submit_sweep(args)
     if args.grid or args.sweep or args.parallel:
         raise ConfigError("--grid, --sweep and --parallel belong to `hpml submit sweep`")
+    _resolve_weights(args)
     cfg = load_config(args.config, args.overrides)  # a bad config fails here, not in the queue
     profile = _profile(args, cfg)
     _check_inputs(cfg, args.what)
@@ -93,6 +94,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def _submit_sweep(args: argparse.Namespace) -> int:
     spec = sweep.load_spec(args.sweep, args.grid, args.parallel)
+    _resolve_weights(args)
     resolved = sweep.resolve(spec, args.config, args.overrides)  # every point, before anything is queued
     for _, cfg in resolved:
         _check_inputs(cfg, "train")
@@ -121,6 +123,17 @@ def _profile(args: argparse.Namespace, cfg: Config) -> ClusterProfile:
         profile = replace(profile, **mail)
         check_profile(profile, "--mail-user/--mail-type")
     return profile
+
+
+def _resolve_weights(args: argparse.Namespace) -> None:
+    """`model.weights: imagenet` becomes the cached file's path here, on the login node: the job's
+    config names the file itself (bound into the container like any input), and a missing one
+    stops the submission with the `hpml weights fetch` command to run."""
+    from hpml.models.weights_cache import resolve
+
+    model = load_config(args.config, args.overrides).model
+    if model.weights == "imagenet":
+        args.overrides = [*args.overrides, f"model.weights={resolve(model.weights, model.backbone)}"]
 
 
 def _check_inputs(cfg: Config, what: str) -> None:

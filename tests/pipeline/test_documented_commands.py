@@ -5,7 +5,10 @@ in a shared workspace (an empty folder with `configs/` beside it), so a page may
 README's block made (raw/, split/, shards/, runs/demo). Two things are sized for a test and
 said here: `hpml submit` gets `--dry-run` (no cluster is needed to check what would be queued:
 tests/slurm submits for real), and the measuring `hpml bench` commands stop after two rounds
-(`--max-rounds 2`; tests/unit/test_bench_rounds.py tests when rounds stop). Synopses with
+(`--max-rounds 2`; tests/unit/test_bench_rounds.py tests when rounds stop). And the ImageNet
+weights that the seed config names were fetched on the "login node": HPML_WEIGHTS_DIR holds a
+stand-in under the Keras file's name (no internet here; submitting only checks that it is there,
+and tests/unit/test_weights_fetch.py fetches for real from a local server). Synopses with
 placeholders live in ```text blocks, which are not run.
 """
 
@@ -19,6 +22,8 @@ from pathlib import Path
 
 import pytest
 from conftest import MPI_ENV, REPO
+
+from hpml.models import weights_cache
 
 pytestmark = pytest.mark.slow  # runs every documented command: about 5 minutes
 
@@ -53,6 +58,9 @@ def workspace(tmp_path_factory) -> Path:
     bin_dir.mkdir()
     (bin_dir / "hpml").write_text(WRAPPER.format(python=sys.executable))
     (bin_dir / "hpml").chmod(0o755)
+    weights = root / ".weights" / weights_cache.TABLE["resnet50v2"].name
+    weights.parent.mkdir()
+    weights.write_bytes(b"a stand-in for Keras' ImageNet file")
     return root
 
 
@@ -66,7 +74,8 @@ def test_the_pages_hold_commands_and_every_page_is_run():
 
 @pytest.mark.parametrize("page", PAGES)
 def test_documented_commands_run(page, workspace):
-    env = {**os.environ, **MPI_ENV, "PATH": f"{workspace / '.bin'}:{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    path = f"{workspace / '.bin'}:{Path(sys.executable).parent}:{os.environ['PATH']}"
+    env = {**os.environ, **MPI_ENV, "PATH": path, "HPML_WEIGHTS_DIR": str(workspace / ".weights")}
     for i, block in enumerate(bash_blocks(REPO / page), 1):
         script = f"set -euo pipefail\n{block}"
         proc = subprocess.run(

@@ -191,3 +191,22 @@ def test_templates_and_profiles_ship_with_a_plain_install(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert f"from {target}" in proc.stdout and "#SBATCH --partition=gpu_a100" in proc.stdout
     assert "HPML_HOME=''" in proc.stdout  # no checkout: nothing is sourced from one
+
+
+def test_imagenet_weights_resolve_on_the_login_node_and_the_job_names_the_file(tmp_path):
+    """The job's config names the fetched file (bound into the container like any input); a missing
+    one stops the submission with the command that fetches it."""
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "manifest.json").write_text("{}")
+    args = ["submit", "train", "--cluster", "snellius", "--config", REPO / "configs/covidnet-resnet50v2-512.yaml"]
+    args += ["--run-dir", tmp_path / "run", *sets(f"data.shards={shards}"), "--dry-run"]
+    cache = tmp_path / "weights"
+    proc = hpml(*args, check=False, env={"HPML_WEIGHTS_DIR": str(cache)})
+    assert proc.returncode == 2 and "hpml weights fetch resnet50v2" in proc.stderr, proc.stderr
+    fetched = cache / "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    cache.mkdir()
+    fetched.write_bytes(b"stand-in")
+    hpml(*args, env={"HPML_WEIGHTS_DIR": str(cache)})
+    job_config = yaml.safe_load((tmp_path / "run" / "slurm" / "config.yaml").read_text())
+    assert job_config["model"]["weights"] == str(fetched)
