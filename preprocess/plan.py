@@ -16,6 +16,8 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from hpml.core.errors import SourceError
+from preprocess.covidx.containment import refusal
 from preprocess.splitfile import load_roots, read_split
 
 SHARD_ORDER_SEED = 20200321  # fixed: a rerun must walk the same item sequence to reuse shards
@@ -34,14 +36,22 @@ class Item:
 
 
 def read_items(split_dir: Path, splits: list[str]) -> list[Item]:
+    """Every row of the split files as a work item, each a regular file inside its source root.
+
+    `covidx build`/`import` never write a row that escapes (preprocess.covidx.containment); one
+    found here was edited in by hand or planted since (a symlink), and stops the job by name.
+    """
     roots = load_roots(split_dir)
-    digests = _split_digests(split_dir)
+    meta = _split_meta(split_dir)
+    digests, outside = meta.get("sha256", {}), bool(meta.get("allow_outside_root", False))
     items = []
     for split in splits:
         for line in read_split(split_dir / f"{split}.txt"):
             root = roots.get(line.source)
             if root is None:
                 raise ValueError(f"{split_dir / split}.txt: source {line.source!r} not in split.json roots")
+            if why := refusal(root, line.filename, outside):
+                raise SourceError(f"{split_dir / split}.txt: {why}; rebuild the split with `hpml covidx build`")
             path = root / line.filename
             try:
                 size = os.stat(path).st_size
@@ -52,12 +62,13 @@ def read_items(split_dir: Path, splits: list[str]) -> list[Item]:
     return items
 
 
-def _split_digests(split_dir: Path) -> dict[str, str]:
-    """`source/filename` -> sha256 recorded by `covidx build` (imported splits have none)."""
+def _split_meta(split_dir: Path) -> dict:
+    """split.json: `sha256` (`source/filename` -> digest, from `covidx build`), `allow_outside_root`."""
     try:
-        return json.loads((split_dir / "split.json").read_text(encoding="utf-8")).get("sha256", {})
-    except (OSError, ValueError, AttributeError):
+        meta = json.loads((split_dir / "split.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def assign(items: list[Item], ranks: int) -> list[list[Item]]:

@@ -12,13 +12,20 @@ COVID-19-vs-rest files (`positive` / `negative`, COVIDx 8B, 9B, CXR-2). Publishe
 hold no spaces, so a space-separated line is split from both ends: label (3rd or 4th column
 from the start, last or second-to-last from the end), then the file name is the token before
 it and the patient id is everything before that.
+
+No field may hold a control character (newline, tab, ...) or a Unicode line separator: such a
+line could not be read back, so `write_split` refuses it (ValueError) and `read_split` names the
+file and line where one is found. A file name is a relative path without `..` (`covidx build`
+and `import` skip other rows, preprocess.covidx.containment).
 """
 
 from __future__ import annotations
 
 import json
+import re
+import unicodedata
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from hpml.core.config import CLASSES
 from hpml.core.errors import SourceError
@@ -28,6 +35,7 @@ LABELS = {c.lower(): c for c in CLASSES}
 # Binary COVIDx files: positive = COVID-19, negative = anything else. Imported only on request,
 # into the class `normal` (read: "not COVID-19"); the pneumonia class then stays empty.
 BINARY_LABELS = {"positive": "COVID-19", "negative": "normal"}
+_NEWLINE = re.compile(r"\r\n|\r|\n")  # line ends as editors count them (str.splitlines knows 8 more)
 
 
 @dataclass(frozen=True, order=True)
@@ -38,12 +46,23 @@ class SplitLine:
     source: str
 
 
+def control_char(text: str) -> str | None:
+    """The first character of `text` that no split-file field may hold, or None.
+
+    Control characters (Cc: newline, tab, NUL, ...) and line/paragraph separators (Zl, Zp), which
+    `str.splitlines` treats as line ends.
+    """
+    return next((c for c in text if unicodedata.category(c) in ("Cc", "Zl", "Zp")), None)
+
+
 def _label(token: str, binary: bool) -> str | None:
     return (BINARY_LABELS if binary else LABELS).get(token.lower())
 
 
 def parse_line(text: str, where: str, default_source: str = "", binary: bool = False) -> SplitLine:
     """One line of a split file (ours or a published one); SourceError names `where`."""
+    if (c := control_char(text.rstrip("\r\n").replace("\t", " "))) is not None:
+        raise SourceError(f"{where}: control character {c!r} in the line: {text!r}")
     if "\t" in text:
         fields = [f.strip() for f in text.rstrip("\r\n").split("\t")]
         if len(fields) not in (3, 4) or not all(fields):
@@ -83,18 +102,25 @@ def read_split(path: Path, default_source: str = "", binary: bool = False) -> li
         raise SourceError(f"{path}: cannot read: {exc}") from None
     return [
         parse_line(line, f"{path}:{n}", default_source, binary)
-        for n, line in enumerate(text.splitlines(), 1)
+        for n, line in enumerate(_NEWLINE.split(text), 1)
         if line.strip()
     ]
 
 
 def write_split(path: Path, lines: list[SplitLine]) -> None:
+    """Write the lines atomically; ValueError (nothing written) for a line that could not be read back."""
     body = "".join(format_line(x) for x in lines)
     write_text_atomic(path, body)
 
 
 def format_line(x: SplitLine) -> str:
     fields = (x.patient, x.filename, x.label, x.source)
+    for what, value in zip(("patient id", "file name", "label", "source"), fields, strict=True):
+        if (c := control_char(value)) is not None:
+            raise ValueError(f"cannot write {what} {value!r} into a split file: control character {c!r}")
+    name = PurePosixPath(x.filename)
+    if name.is_absolute() or ".." in name.parts:
+        raise ValueError(f"cannot write file name {x.filename!r} into a split file: not relative to its source root")
     sep = "\t" if any(c.isspace() for f in fields for c in f) else " "
     return sep.join(fields) + "\n"
 

@@ -48,7 +48,7 @@ def _covidx_build(b: argparse.ArgumentParser) -> None:
     b.add_argument("--test-fraction", type=fraction, default=0.1)
     b.add_argument(
         "--test-per-class",
-        type=per_class,
+        type=_test_counts,
         metavar="N|normal=N,pneumonia=N,COVID-19=N",
         help="test images per class instead of --test-fraction",
     )
@@ -72,7 +72,28 @@ def _covidx_build(b: argparse.ArgumentParser) -> None:
     )
     b.add_argument("--hash-cache", type=Path, help="fingerprint cache (default ~/.cache/hpml/phash-v1.npz)")
     b.add_argument("--workers", type=int, default=0, help="processes that decode images for fingerprints")
+    _outside_links(b)
     b.set_defaults(func=cmd_covidx_build)
+
+
+def _outside_links(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--follow-outside-links",
+        action="store_true",
+        help="accept symlinks that lead out of a source (images) folder; by default such rows are skipped",
+    )
+
+
+def _test_counts(text: str) -> dict[str, int]:
+    try:
+        counts = per_class(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text}: expected N or normal=N,pneumonia=N,COVID-19=N") from None
+    if negative := {c: n for c, n in counts.items() if n < 0}:
+        raise argparse.ArgumentTypeError(
+            f"{text}: negative count ({', '.join(f'{c}={n}' for c, n in negative.items())})"
+        )
+    return counts
 
 
 def _covidx_import(i: argparse.ArgumentParser) -> None:
@@ -88,6 +109,7 @@ def _covidx_import(i: argparse.ArgumentParser) -> None:
         action="store_true",
         help="the files are binary COVIDx (positive/negative): positive -> COVID-19, negative -> normal",
     )
+    _outside_links(i)
     i.set_defaults(func=cmd_covidx_import)
 
 
@@ -120,6 +142,7 @@ def cmd_covidx_build(args: argparse.Namespace) -> int:
         test_list=args.test_list,
         drop_duplicates=args.drop_duplicates,
         workers=args.workers,
+        allow_outside_root=args.follow_outside_links,
         **({"hash_cache": args.hash_cache} if args.hash_cache else {}),
     )
     meta = build(sources, out, options)
@@ -133,7 +156,7 @@ def cmd_covidx_import(args: argparse.Namespace) -> int:
     from preprocess.covidx.options import BuildOptions
     from preprocess.covidx.published import Published, import_published
 
-    options = BuildOptions(seed=args.seed, val_fraction=args.val_fraction)
+    options = BuildOptions(seed=args.seed, val_fraction=args.val_fraction, allow_outside_root=args.follow_outside_links)
     train, test = Published(args.train_file, args.train_images), Published(args.test_file, args.test_images)
     print(summary_table(import_published(train, test, args.out, options, binary=args.binary)))
     return 0

@@ -2,6 +2,7 @@
 
 build       scan -> check images -> deduplicate -> split or pin -> train/val/test.txt + split.json
 options     BuildOptions: what a build is asked to do
+containment every file a row names: a regular file inside its source root
 sources/    one reader per upstream layout, and the layout detection
 labels      every rule that decides whether a row is used, and as what class
 phash       perceptual fingerprints: re-encoded copies of one radiograph

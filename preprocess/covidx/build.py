@@ -1,9 +1,10 @@
 """`hpml covidx build`: the COVIDx split as a tested command.
 
 scan the sources under a label policy (preprocess.covidx.labels) -> drop SIRM rows ieee8023 also has
--> check every image file (exists, whole, sha256) -> drop exact duplicates (first by source
-order wins) -> fingerprint every image (preprocess.covidx.phash) and join re-encoded copies of one
-radiograph into one group (or drop them: `drop_duplicates`) -> pin the test set to a published
+-> keep only regular files inside their source root (preprocess.covidx.containment) -> check every
+image file (exists, whole, sha256) -> drop exact duplicates (first by source order wins) ->
+fingerprint every image (preprocess.covidx.phash) and join re-encoded copies of one radiograph
+into one group (or drop them: `drop_duplicates`) -> pin the test set to a published
 list (`test_list`) or split patient groups seeded and stratified -> train.txt / val.txt /
 test.txt + split.json, each written atomically. `covidx import` lives in preprocess.covidx.published.
 """
@@ -23,6 +24,7 @@ from hpml.core.files import write_text_atomic
 from hpml.imaging import ImageError, check_complete, read_bytes
 from preprocess.covidx import phash
 from preprocess.covidx import skips as skiplog
+from preprocess.covidx.containment import contain
 from preprocess.covidx.options import BuildOptions
 from preprocess.covidx.sources.detect import scan_source
 from preprocess.covidx.sources.scan import Entry, Skip, SourceScan
@@ -99,11 +101,13 @@ def _near_duplicates(kept, scans, options) -> tuple[list[tuple[Entry, str]], lis
 
 def build(sources: list[Path], out: Path, options: BuildOptions = BuildOptions()) -> dict:
     """Build the split; returns the split.json content. Raises SourceError when nothing is usable."""
+    options.check_train_left()
     scans = [scan_source(Path(s), options.labels) for s in sources]
     names = Counter(scan.name for scan in scans)
     if clash := [n for n, c in names.items() if c > 1]:
         raise SourceError(f"two sources share the folder name {clash[0]!r}; rename one")
     drop_ieee_overlaps(scans)
+    contain(scans, options.allow_outside_root)
     for scan in scans:
         log.info(
             "%s: %s layout, %d usable rows, %d skipped", scan.root, scan.layout, len(scan.entries), len(scan.skips)
@@ -219,6 +223,7 @@ def _describe(scans, lines, skips, missing, kept, clusters, pinning, options) ->
             for c in clusters
         ],
         "near_duplicates_dropped": options.drop_duplicates,
+        "allow_outside_root": options.allow_outside_root,
         "missing_images": skiplog.summary(missing),
         "dropped": skiplog.counts(skips),
         "skipped": [vars(s) for s in skips],

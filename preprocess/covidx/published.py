@@ -3,8 +3,9 @@
 Every published version is read (preprocess.splitfile): 3 or 4 columns, SIRM ids with a space,
 binary positive/negative files with `binary=True`. Duplicate lines are dropped (the published
 train files repeat RSNA lines, COVID-Net issue 25), every image is checked to exist before
-anything is written (missing ones are left out and summarised by reason), and val is carved
-from train by patient.
+anything is written (missing ones are left out and summarised by reason), names that leave their
+images folder (`..`, absolute, a symlink out of it) or name no regular file are left out the same
+way (preprocess.covidx.containment), and val is carved from train by patient.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from hpml.core.config import CLASSES
 from hpml.core.errors import SourceError
 from hpml.core.files import write_text_atomic
 from preprocess.covidx import skips as skiplog
+from preprocess.covidx.containment import refusal
 from preprocess.covidx.options import BuildOptions
 from preprocess.covidx.split import SPLITS, patient_key, split_patients
 from preprocess.splitfile import SplitLine, read_split, write_split
@@ -29,18 +31,20 @@ log = logging.getLogger(__name__)
 class Missing:
     where: str
     reason: str
+    filename: str = ""
 
 
-def _present(lines: list[SplitLine], folder: Path, what: str) -> tuple[list[SplitLine], list[Missing]]:
+def _present(
+    lines: list[SplitLine], folder: Path, what: str, allow_outside: bool
+) -> tuple[list[SplitLine], list[Missing]]:
     kept, missing = [], []
     for x in lines:
-        path = folder / x.filename
-        if path.is_file():
+        if why := refusal(folder, x.filename, allow_outside):
+            missing.append(Missing(f"{folder}: {x.filename!r}", why, x.filename))
+        elif (folder / x.filename).is_file():
             kept.append(x)
-        elif path.exists():
-            missing.append(Missing(str(path), "not a file"))
         else:
-            missing.append(Missing(str(path), f"file not found (in --{what}-images)"))
+            missing.append(Missing(str(folder / x.filename), f"file not found (in --{what}-images)", x.filename))
     return kept, missing
 
 
@@ -66,8 +70,9 @@ def import_published(
     train = [SplitLine(x.patient, x.filename, x.label, "covidx-train") for x in train]
     test = [SplitLine(x.patient, x.filename, x.label, "covidx-test") for x in test]
     unique_train, unique_test = sorted(set(train)), sorted(set(test))
-    unique_train, missing_train = _present(unique_train, Path(train_set.images), "train")
-    unique_test, missing_test = _present(unique_test, Path(test_set.images), "test")
+    outside = options.allow_outside_root
+    unique_train, missing_train = _present(unique_train, Path(train_set.images), "train", outside)
+    unique_test, missing_test = _present(unique_test, Path(test_set.images), "test", outside)
     missing = missing_train + missing_test
     if missing:
         skiplog.log_summary(missing, "listed image(s)")
@@ -96,7 +101,9 @@ def import_published(
         "patients": {s: len({x.patient for x in ls}) for s, ls in lines.items()},
         "images": {s: len(ls) for s, ls in lines.items()},
         "duplicate_lines_dropped": {"train": len(train) - len(set(train)), "test": len(test) - len(set(test))},
+        "allow_outside_root": options.allow_outside_root,
         "missing_images": skiplog.summary(missing),
+        "dropped": skiplog.counts(missing),
         "skipped": [vars(m) for m in missing],
         "conflicting_label_patients": [f"{src}:{pid}" for src, pid in conflicts],
     }

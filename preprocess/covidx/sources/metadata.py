@@ -7,6 +7,7 @@ the image is `images/<patientid>.jpg`, or `.png` where no jpg exists.
 
 from __future__ import annotations
 
+import posixpath
 import re
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def scan_metadata(root: Path, layout: str, policy: str) -> SourceScan:
         if not row["view"]:
             count(scan, "rows with a blank view (kept: a blank view is not a lateral film)")
         assert verdict.label is not None
-        entry = Entry(scan.name, pid, f"images/{name}", verdict.label)
+        entry = Entry(scan.name, pid, posixpath.join("images", name), verdict.label)  # "/x" stays absolute
         scan.entries.append(entry)
         scan.first_lines[entry.filename] = where
     scan.frontal_urls.discard("")

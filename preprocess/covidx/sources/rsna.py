@@ -7,6 +7,7 @@ Opacity / Not Normal). The images are `stage_2_train_images/<patientId>.dcm`.
 
 from __future__ import annotations
 
+import posixpath
 from collections import defaultdict
 from pathlib import Path
 
@@ -46,7 +47,7 @@ def scan_rsna(root: Path, layout: str) -> SourceScan:
         scan.notes["stage_2_train_images/ absent: labels only, every image missing"] = 1
     for pid, line in first_line.items():  # file order: deterministic
         where = f"{labels_table.path}:{line}"
-        name = f"stage_2_train_images/{pid}.dcm"
+        name = posixpath.join("stage_2_train_images", f"{pid}.dcm")  # "/x" stays absolute
         verdict = labels.rsna(classes.get(pid, set()), targets[pid])
         if verdict.label is None:
             scan.skips.append(Skip(scan.name, where, verdict.reason, name))

@@ -11,6 +11,7 @@ Rows whose URL is also in ieee8023 are dropped once all sources are scanned
 from __future__ import annotations
 
 import hashlib
+import posixpath
 from pathlib import Path
 
 from hpml.core.errors import SourceError
@@ -59,7 +60,7 @@ def scan_sirm(root: Path, policy: str) -> SourceScan:
         if not name:
             scan.skips.append(Skip(scan.name, where, "no FILE NAME"))
             continue
-        filename = f"{folder}/{_image_name(root / folder, name, row['format'])}"
+        filename = posixpath.join(folder, _image_name(root / folder, name, row["format"]))  # "/x" stays absolute
         if labels.sirm_discarded(policy, name):
             scan.skips.append(Skip(scan.name, where, f"on COVID-Net's SIRM discard list ({name!r})", filename))
             continue
