@@ -1,8 +1,16 @@
-"""Cluster profiles (configs/clusters/*.yaml): where and how the SLURM jobs run."""
+"""Cluster profiles (configs/clusters/*.yaml): where and how the SLURM jobs run.
+
+Every value a profile holds ends up in a job script (hpml.slurm.render), so a profile is checked
+for what may reach one when it is loaded: no control characters anywhere, names and #SBATCH
+values from a safe alphabet, `env`/`network` keys that are shell variable names. The same checks
+run again when a script is rendered (for values from the command line).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -29,6 +37,134 @@ MAIL_TYPES = {
     "ARRAY_TASKS",
 }
 _TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
+
+# ---- what may reach a job script ------------------------------------------------------------
+# Linux's PATH_MAX: no path, and no profile value, needs more; a longer one is a mistake.
+MAX_VALUE = 4096
+# Unicode's control (Cc: newline, tab, NUL, ESC, NEL), format (Cf: bidi overrides, zero-width
+# characters), surrogate (Cs: bytes that were not UTF-8) and line/paragraph separator (Zl, Zp)
+# characters: none of them belongs in a job script, and a newline would end an #SBATCH line.
+_CONTROL = {"Cc", "Cf", "Cs", "Zl", "Zp"}
+_CONTROL_NAMES = {"\n": "a newline", "\r": "a carriage return", "\t": "a tab", "\0": "a NUL"}
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # a shell variable name
+PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+# `module load ${HPML_MODULES}` splits the list at spaces, unquoted: no glob or shell characters.
+MODULE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+/@-]*")
+# sbatch reads an #SBATCH line as words: split at whitespace, '...' and "..." group, \ escapes,
+# an unquoted # starts a comment, a word starting with : is fatal (SchedMD/slurm,
+# src/sbatch/opt.c: get_argument). Up to 20.11 a line holding "hetjob" or "packjob" anywhere
+# split the job in two (later ones only at the start of a word). A value written bare must hold
+# none of that; each option takes only its own alphabet.
+_SLURM_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.-]*"
+HETJOB = re.compile(r"hetjob|packjob", re.I)
+SBATCH_VALUES: dict[str, tuple[re.Pattern[str], str]] = {
+    "--job-name": (PROFILE_NAME, "a job name (letters, digits, . _ + -)"),
+    "--partition": (
+        re.compile(rf"{_SLURM_NAME}(,{_SLURM_NAME})*"),
+        "a SLURM partition name (letters, digits, _ . -), or several separated by ','",
+    ),
+    "--account": (re.compile(_SLURM_NAME), "a SLURM account name (letters, digits, _ . -)"),
+    "--qos": (re.compile(_SLURM_NAME), "a SLURM QOS name (letters, digits, _ . -)"),
+    "--constraint": (
+        re.compile(r"[A-Za-z0-9_.&|*()\[\],:-]+"),
+        "a SLURM constraint (feature names joined by & | , [ ] ( ) *N)",
+    ),
+    "--mail-user": (
+        re.compile(r"[A-Za-z0-9._+-]+(@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*)?"),
+        "a mail address (user@domain, or a user name)",
+    ),
+    "--mail-type": (re.compile(r"[A-Za-z0-9_]+(,[A-Za-z0-9_]+)*"), "SLURM mail events separated by ','"),
+    "--time": (re.compile(r"[0-9][0-9:-]*"), "a SLURM time (minutes, HH:MM:SS or D-HH:MM:SS)"),
+}
+# Everything else hpml writes bare (numbers, --signal=B:USR1@300, --array=0-3%2).
+_SBATCH_PLAIN = (
+    re.compile(r"[A-Za-z0-9_.,:@%+=&|*()\[\]/-]+"),
+    "letters, digits and _ . , : @ % + = & | * ( ) [ ] / -",
+)
+# The profile keys that become #SBATCH values.
+_DIRECTIVE_KEYS = {
+    "partition": "--partition",
+    "cpu_partition": "--partition",
+    "account": "--account",
+    "constraint": "--constraint",
+    "mail_user": "--mail-user",
+    "mail_type": "--mail-type",
+}
+
+
+def show_value(value: str) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}...' ({len(value)} characters)"
+
+
+def _describe_control(ch: str) -> str:
+    name = _CONTROL_NAMES.get(ch) or unicodedata.name(ch, "a control character")
+    return f"U+{ord(ch):04X} ({name})"
+
+
+def check_text(value: str, where: str, limit: int | None = MAX_VALUE) -> str:
+    """Any value bound for a job script: no control characters, at most `limit` characters."""
+    for ch in value:
+        if unicodedata.category(ch) in _CONTROL:
+            raise ConfigError(
+                f"{where}: {show_value(value)} holds {_describe_control(ch)}: "
+                "no control character may reach a job script"
+            )
+    if limit is not None and len(value) > limit:
+        raise ConfigError(f"{where}: {show_value(value)} is longer than {limit} characters (PATH_MAX)")
+    return value
+
+
+def check_sbatch_value(option: str, value: str, where: str | None = None) -> str:
+    """A value written bare after `#SBATCH OPTION=`: its option's alphabet, nothing sbatch splits."""
+    where = where or f"#SBATCH {option}"
+    check_text(value, where)
+    pattern, says = SBATCH_VALUES.get(option, _SBATCH_PLAIN)
+    if not pattern.fullmatch(value):
+        raise ConfigError(f"{where}: {show_value(value)} is not {says}")
+    if HETJOB.search(value):
+        raise ConfigError(
+            f"{where}: {show_value(value)} holds 'hetjob' or 'packjob': sbatch (up to 20.11) splits a job there"
+        )
+    return value
+
+
+def check_env_name(name: str, where: str) -> str:
+    if not ENV_NAME.fullmatch(name):
+        raise ConfigError(
+            f"{where}: {show_value(name)} is not a shell variable name (a letter or _, then letters, digits, _)"
+        )
+    return name
+
+
+def _check_script_values(p: ClusterProfile, where: str) -> None:
+    """What a profile puts into a job script (hpml.slurm.render), field by field."""
+    for f in dataclasses.fields(p):
+        value = getattr(p, f.name)
+        if isinstance(value, str):
+            option = _DIRECTIVE_KEYS.get(f.name)
+            check_text(value, f"{where}: {f.name}" + (f" (#SBATCH {option})" if option else ""))
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                check_text(item, f"{where}: {f.name}[{i}]")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                check_text(key, f"{where}: {f.name}")
+                check_text(item, f"{where}: {f.name}.{key}")
+    if not PROFILE_NAME.fullmatch(p.name):
+        raise ConfigError(f"{where}: name: {show_value(p.name)} is not a profile name (letters, digits, . _ + -)")
+    for key, option in _DIRECTIVE_KEYS.items():
+        if getattr(p, key):
+            check_sbatch_value(option, getattr(p, key), f"{where}: {key} (#SBATCH {option})")
+    for i, module in enumerate(p.modules):
+        if not MODULE_NAME.fullmatch(module):
+            raise ConfigError(
+                f"{where}: modules[{i}]: {show_value(module)} is not a module name (letters, digits, . _ + / @ -; "
+                "`module load` gets the list split at spaces)"
+            )
+    for section in ("network", "env"):
+        for key in getattr(p, section):
+            check_env_name(key, f"{where}: {section}")
 
 
 def _range(lo: int, hi: int) -> dict[str, int]:
@@ -100,7 +236,10 @@ def check_profile(p: ClusterProfile, where: str) -> None:
     missing = [s for s in STAGES if s not in p.time]
     if missing:
         raise ConfigError(f"{where}: time: needs a limit for {', '.join(missing)}")
+    _check_script_values(p, where)
     limits = {stage: time_seconds(t, f"{where}: time.{stage}") for stage, t in p.time.items()}
+    for stage, t in p.time.items():
+        check_sbatch_value("--time", t, f"{where}: time.{stage} (#SBATCH --time)")
     if p.signal_lead_s >= limits["train"]:
         raise ConfigError(
             f"{where}: signal_lead_s: {p.signal_lead_s} s is not shorter than time.train "

@@ -18,7 +18,7 @@ from hpml.core.config import Config, save_config
 from hpml.core.errors import UsageError
 from hpml.core.runfiles import RunDir
 from hpml.slurm.profiles import ClusterProfile
-from hpml.slurm.render import container_binds, render, resolved_paths
+from hpml.slurm.render import container_binds, render, resolved_paths, sbatch_path
 
 
 class SubmitError(UsageError, RuntimeError):
@@ -43,6 +43,7 @@ def plan(what: str, cfg: Config, profile: ClusterProfile, run_dir: Path, split: 
     """Write the rendered scripts and the resolved config into RUN/slurm/; return the jobs."""
     run_dir = run_dir.resolve()
     slurm_dir = RunDir(run_dir).slurm
+    sbatch_path(slurm_dir, "--run-dir")  # the job logs' directory, in an #SBATCH line: refused before mkdir
     slurm_dir.mkdir(parents=True, exist_ok=True)
     config = slurm_dir / "config.yaml"
     save_config(cfg, config)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +25,15 @@ import yaml
 from hpml.core import history
 from hpml.core.config import Config, ConfigError, load_config, load_yaml, save_config
 from hpml.core.runfiles import SWEEP_FILE, RunDir
-from hpml.slurm.render import container_binds, render, resolved_paths
+from hpml.slurm.render import container_binds, render, resolved_paths, sbatch_path
 from hpml.slurm.submit import Job, record
 
 SPEC_KEYS = {"config", "set", "grid", "parallel"}
+# One sweep is one job array, point i = task i. SLURM's default MaxArraySize is 1001, and "the
+# maximum job array task index value will be one less than MaxArraySize" (slurm.conf(5)): tasks
+# 0-1000. hpml caps every sweep there, whatever a site configures, so a grid too large is refused
+# before any point is resolved or written, not by sbatch afterwards; a larger one is several sweeps.
+MAX_POINTS = 1001
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
@@ -85,10 +91,24 @@ def load_spec(path: Path | None, grid_options: list[str], parallel: int | None) 
         raise ConfigError("a sweep needs at least one --grid section.key=v1,v2 (or grid: in a sweep file)")
     if spec.parallel is not None and (not isinstance(spec.parallel, int) or spec.parallel < 1):
         raise ConfigError(f"parallel: expected a positive integer, got {spec.parallel!r}")
+    check_size(spec.grid)
     return spec
 
 
+def check_size(grid: dict[str, list[Any]]) -> int:
+    """The number of points; more than MAX_POINTS (one array job's tasks) is refused."""
+    n = math.prod(len(v) for v in grid.values())
+    if n > MAX_POINTS:
+        sizes = " x ".join(f"{len(v)} {k}" for k, v in grid.items())
+        raise ConfigError(
+            f"a sweep of {n} points ({sizes}) is larger than {MAX_POINTS}, SLURM's default MaxArraySize "
+            f"(array tasks 0-{MAX_POINTS - 1}): split the grid into several sweeps"
+        )
+    return n
+
+
 def points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    check_size(grid)
     keys = list(grid)
     return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(grid[k] for k in keys))]
 
@@ -205,6 +225,7 @@ def plan(spec: SweepSpec, config: Path | None, overrides: list[str], profile, sw
     """Validate every point, write the sweep, render the array script -> (Job or None, todo)."""
     resolved = resolve(spec, config, overrides)
     sweep_dir = sweep_dir.resolve()
+    sbatch_path(RunDir(sweep_dir).slurm, "--run-dir")  # the task logs' directory: refused before mkdir
     RunDir(sweep_dir).slurm.mkdir(parents=True, exist_ok=True)
     cost = {
         "profile": profile.name,
