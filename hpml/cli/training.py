@@ -63,7 +63,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     )
     ev.set_defaults(func=cmd_evaluate)
 
-    pr = sub.add_parser("predict", parents=[common], help="classify PNG/JPEG/DICOM files")
+    pr = sub.add_parser(
+        "predict",
+        parents=[common],
+        help="classify PNG/JPEG/DICOM files",
+        description="Classify PNG/JPEG/DICOM files. Exit 0: every file classified; 3: some could not be "
+        "(each listed as UNREADABLE with its reason); 1: none could.",
+    )
     pr.add_argument("--run-dir", type=Path, help="the trained run (else --config and --checkpoint FILE)")
     pr.add_argument("files", nargs="+", type=Path, metavar="FILE_OR_DIR")
     pr.add_argument(

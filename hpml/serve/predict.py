@@ -4,7 +4,13 @@ A file takes exactly the path its pixels took into the shards: hpml.imaging deco
 policy, the record encoding (JPEG at the configured quality, or PNG), then the same decode
 as the training pipeline. So the model sees, bit for bit, the input it was trained on.
 With `explain_dir`, a Grad-CAM overlay (hpml.serve.gradcam) of each file is written there, computed
-on that same model input. Exits 1 when no file could be classified.
+on that same model input.
+
+A file that cannot be classified (unreadable, not an image, over hpml.imaging's size limits, a
+FIFO or device) is listed by name with its reason (`UNREADABLE: ...`, and in the CSV's `error`
+column); the other files are still classified. Exit status: 0 when every file was classified,
+3 when some were and some were not (a job script must not take a partial answer for a whole one),
+1 when none was (no file found, or none readable).
 """
 
 from __future__ import annotations
@@ -18,12 +24,14 @@ import numpy as np
 import tensorflow as tf
 
 from hpml.core.config import CLASSES, Config
+from hpml.core.errors import UsageError
 from hpml.imaging import ImageError, encode, load_model_image
 from hpml.serve.gradcam import gradcam, overlay
 from hpml.train.checkpoints import load_trained
 from hpml.train.data import decode_record_image
 
 log = logging.getLogger(__name__)
+EXIT_SOME_UNREADABLE = 3  # some files classified, some not (0: all classified; 1: none)
 DISCLAIMER = (
     "DISCLAIMER: research software. These predictions are not a medical diagnosis and must not "
     "be used for clinical decisions."
@@ -98,6 +106,11 @@ def predict(
         except ImageError as exc:
             failed.append((path, exc.reason))
             log.warning("skipping %s: %s", path, exc.reason)
+        except UsageError:  # a bad setting (HPML_MAX_PIXELS=...) is the run's, not one file's
+            raise
+        except Exception as exc:  # as in preprocessing: a decoder's failure is this file's, not the run's
+            failed.append((path, f"decode failed: {type(exc).__name__}: {exc}"))
+            log.warning("skipping %s: %s", path, failed[-1][1])
     probs = model.predict(np.stack(inputs), batch_size=cfg.eval.batch_size, verbose=0) if inputs else []
     width = max((len(str(p)) for p in kept), default=4)
     print(f"{'file':<{width}}  {'class':<9}  " + "  ".join(f"{c:>9}" for c in CLASSES))
@@ -124,4 +137,7 @@ def predict(
         # Nothing classified (no files found, or none readable) is a failure a job script must see.
         print(f"hpml predict: no file could be classified ({len(files)} found)", file=sys.stderr)
         return 1
+    if failed:
+        print(f"hpml predict: {len(failed)} of {len(files)} files could not be classified", file=sys.stderr)
+        return EXIT_SOME_UNREADABLE
     return 0

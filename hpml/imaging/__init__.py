@@ -6,29 +6,44 @@ DICOM (rescale, VOI window, MONOCHROME1 inverted; uncompressed, RLE, and through
 setup.py installs -- Pillow, pylibjpeg-libjpeg, pylibjpeg-openjpeg -- JPEG Baseline as in the
 real RSNA files, JPEG Lossless and JPEG 2000). EXIF orientation is ignored on purpose:
 radiographs are stored as acquired, and phone-photo orientation tags are unreliable.
+
+Hostile input is refused with an ImageError naming the file and the reason, before any pixel is
+decoded: the size comes from the file's own header (PNG IHDR, JPEG SOF, DICOM Rows/Columns/
+NumberOfFrames/SamplesPerPixel/BitsAllocated, and the JPEG SOF / JPEG 2000 SIZ of a compressed
+DICOM's first frame). Each limit is a constant of hpml.imaging.limits, overridden by its
+environment variable, read at every call:
+  HPML_MAX_PIXELS         pixels in the decoded frame, rows x columns (MAX_PIXELS, 50,000,000:
+                          3.3x the largest real radiograph in shared/data/cxr-real, 4280 x 3520)
+  HPML_MAX_DECODED_BYTES  bytes of the decoded array, rows x columns x samples x bytes per sample
+                          (MAX_DECODED_BYTES, 256 MiB); a deflated DICOM counts every frame, since
+                          all are inflated, and is inflated only as far as its header declares
+  HPML_MAX_FILE_BYTES     bytes of one file (MAX_FILE_BYTES, 512 MiB)
+Only regular files are read: a FIFO, device or directory is refused without waiting on it. A
+multi-frame DICOM has its first frame decoded, never the others.
+
+Modules: limits (the caps, header parsers, read_bytes), dicom, pixels (any depth -> 8-bit gray).
+May import: hpml.core and third-party packages only.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import cv2
 import numpy as np
+
+from hpml.imaging.dicom import decode_dicom
+from hpml.imaging.limits import ImageError, check_size, jpeg_header, limit, png_header, read_bytes
+from hpml.imaging.pixels import to_gray, to_uint8
+
+__all__ = ["POLICIES", "ImageError", "check_complete", "decode_gray", "encode", "fit_square", "limit"]
+__all__ += ["load_model_image", "read_bytes", "read_gray", "sniff"]
 
 # OpenCV's own threads fight MPI ranks for the same cores; parallelism comes from ranks.
 cv2.setNumThreads(1)
 
 POLICIES = ("resize", "covidnet", "letterbox")
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-class ImageError(Exception):
-    """A file that is not a usable image; the message says why."""
-
-    def __init__(self, path: str | os.PathLike, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path, self.reason = str(path), reason
 
 
 def sniff(head: bytes, path: str | os.PathLike = "") -> str:
@@ -58,96 +73,33 @@ def check_complete(data: bytes, path: str | os.PathLike = "") -> str:
     return fmt
 
 
-def _to_uint8(img: np.ndarray) -> np.ndarray:
-    """Linear min-max window to 8 bits (16-bit PNGs often use only 10-12 bits)."""
-    if img.dtype == np.uint8:
-        return img
-    if img.dtype not in (np.uint16, np.float32):
-        img = img.astype(np.float32)
-    lo, hi, _, _ = cv2.minMaxLoc(img)
-    if hi <= lo:
-        return np.zeros(img.shape, np.uint8)
-    return cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX, dtype=cv2.CV_8U)
-
-
-def _gray(img: np.ndarray) -> np.ndarray:
-    if img.ndim == 2:
-        return img
-    channels = img.shape[2]
-    if channels == 1:
-        return img[:, :, 0]
-    if channels == 4:  # alpha carries nothing in a radiograph: drop it
-        img = img[:, :, :3]
-    return cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_BGR2GRAY)
-
-
 def _wants_native_depth(data: bytes, fmt: str) -> bool:
     """16-bit PNGs must be decoded as stored: OpenCV's 8-bit path keeps only the high byte."""
     return fmt == "png" and len(data) > 24 and data[24] == 16  # IHDR bit depth
 
 
 def _decode_raster(data: bytes, path: str | os.PathLike, fmt: str) -> np.ndarray:
+    check_size(path, fmt.upper(), *(png_header if fmt == "png" else jpeg_header)(data, path))
     buf = np.frombuffer(data, np.uint8)
-    if _wants_native_depth(data, fmt):
-        img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
-        if img is not None and img.ndim == 3:  # mix channels at full precision first
-            img = _gray(img.astype(np.float32))
-    else:
-        # The decoder's own gray output: libjpeg skips chroma upsampling, ~2x faster on RGB.
-        img = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION)
+    try:
+        if _wants_native_depth(data, fmt):
+            img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+            if img is not None and img.ndim == 3:  # mix channels at full precision first
+                img = to_gray(img.astype(np.float32))
+        else:
+            # The decoder's own gray output: libjpeg skips chroma upsampling, ~2x faster on RGB.
+            img = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_IGNORE_ORIENTATION)
+    except cv2.error as exc:
+        raise ImageError(path, f"decoder refused the image: {str(exc).strip().splitlines()[-1]}") from None
     if img is None or img.size == 0:
         raise ImageError(path, "decoder could not read the pixels (corrupt image)")
-    return _to_uint8(img)
-
-
-def _decode_dicom(data: bytes, path: str | os.PathLike) -> np.ndarray:
-    import io
-
-    import pydicom
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
-
-    try:
-        ds = pydicom.dcmread(io.BytesIO(data))
-    except Exception as exc:  # pydicom raises many types for broken files
-        raise ImageError(path, f"unreadable DICOM: {exc}") from None
-    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    try:
-        pixels = ds.pixel_array
-    except Exception as exc:
-        if syntax is not None and syntax.is_compressed and "plugin" in str(exc).lower():
-            hint = "pip install pillow pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg"
-            raise ImageError(path, f"compressed DICOM ({syntax.name}), no decoder installed ({hint})") from None
-        raise ImageError(path, f"unreadable DICOM: {exc}") from None
-    if getattr(ds, "NumberOfFrames", 1) not in (None, 1) and pixels.ndim >= 3:
-        pixels = pixels[0]
-    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
-    if photometric in ("RGB", "YBR_FULL", "YBR_FULL_422"):
-        return _gray(pixels[:, :, ::-1].astype(np.uint8))
-    img = pixels
-    rescaled = float(getattr(ds, "RescaleSlope", 1) or 1) != 1 or float(getattr(ds, "RescaleIntercept", 0) or 0) != 0
-    if rescaled or "ModalityLUTSequence" in ds:  # skipped when it is the identity: it costs a float64 copy
-        img = apply_modality_lut(img, ds)
-    if "WindowCenter" in ds or "VOILUTSequence" in ds:
-        img = apply_voi_lut(img, ds)
-    img = _to_uint8(img)
-    if photometric == "MONOCHROME1":  # 0 means white: invert so bone is bright everywhere
-        img = 255 - img
-    return img
-
-
-def read_bytes(path: str | os.PathLike) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise ImageError(path, "file not found") from None
-    except OSError as exc:
-        raise ImageError(path, f"cannot read: {exc.strerror or exc}") from None
+    return to_uint8(img)
 
 
 def decode_gray(data: bytes, path: str | os.PathLike = "") -> np.ndarray:
     """Decode file bytes to a 2-D uint8 array; raises ImageError naming the problem."""
     fmt = check_complete(data, path)
-    img = _decode_dicom(data, path) if fmt == "dicom" else _decode_raster(data, path, fmt)
+    img = decode_dicom(data, path) if fmt == "dicom" else _decode_raster(data, path, fmt)
     if img.ndim != 2 or min(img.shape) < 8:
         raise ImageError(path, f"unusable image shape {img.shape}")
     return img
