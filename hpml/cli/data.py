@@ -10,7 +10,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from hpml.cli.options import fraction, per_class, required
+from hpml.cli.options import at_least, fraction, per_class, required
 from hpml.core.config import ConfigError, load_config
 from hpml.core.logs import setup_logging
 
@@ -18,7 +18,7 @@ from hpml.core.logs import setup_logging
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     syn = sub.add_parser("synth", parents=[common], help="generate a raw corpus in the 5 source layouts")
     syn.add_argument("--out", type=Path, required=True)
-    syn.add_argument("--per-class", type=int, default=100, help="images per class")
+    syn.add_argument("--per-class", type=at_least(1), default=100, help="images per class")
     syn.add_argument("--seed", type=int, default=0)
     syn.set_defaults(func=cmd_synth)
 
@@ -71,7 +71,9 @@ def _covidx_build(b: argparse.ArgumentParser) -> None:
         help="keep only the first copy of a re-encoded radiograph (default: keep all, on one side)",
     )
     b.add_argument("--hash-cache", type=Path, help="fingerprint cache (default ~/.cache/hpml/phash-v1.npz)")
-    b.add_argument("--workers", type=int, default=0, help="processes that decode images for fingerprints")
+    b.add_argument(
+        "--workers", type=at_least(0), default=0, help="processes that decode images for fingerprints (0: automatic)"
+    )
     _outside_links(b)
     b.set_defaults(func=cmd_covidx_build)
 

@@ -46,6 +46,22 @@ def fraction(text: str) -> float:
     return value
 
 
+def at_least(low: int):
+    """An argparse type: a whole number >= low (argparse names the option in its error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below {low}")
+        return value
+
+    parse.__name__ = f"whole number >= {low}"
+    return parse
+
+
 def required(value: Any, option: str, key: str) -> Any:
     """A value that may come from the command line or the config, but must come from one."""
     if value is None:
