@@ -13,8 +13,9 @@
 #      after sourcing /.singularity.d/env/*.sh
 # Everything comes from the definition (containers/deffile.py reads it); nothing is restated here.
 #
-# Outside the repository: the root in $HPML_CONTAINER_WORK (default /var/tmp/hpml-container-check,
-# rebuilt on every run, kept afterwards for inspection) and caches in $HPML_CONTAINER_CACHE
+# Outside the repository: the root and the logs in a fresh private folder (mktemp -d, mode 0700) under
+# $HPML_CONTAINER_WORK (default ${TMPDIR:-/var/tmp}), removed on exit (HPML_CONTAINER_KEEP=1 keeps it
+# for inspection; a fixed path there could be a planted symlink), and caches in $HPML_CONTAINER_CACHE
 # (default ~/.cache/hpml/container): the debootstrap tarball, keyed by the header; apt archives,
 # pip's cache and the Horovod wheel, bound at /var/cache/hpml during %post (install.sh keys the
 # wheel by TensorFlow, Horovod, OS, Python and build flags).
@@ -23,9 +24,9 @@ set -euo pipefail
 DEF=${1:?usage: containers/check.sh DEFINITION}
 REPO=$PWD
 PY=${PYTHON:-python3}
-WORK=${HPML_CONTAINER_WORK:-/var/tmp/hpml-container-check}
+WORK_PARENT=${HPML_CONTAINER_WORK:-${TMPDIR:-/var/tmp}}
 CACHE=${HPML_CONTAINER_CACHE:-$HOME/.cache/hpml/container}
-ROOT=$WORK/root
+WORK= # made below, once the definition has been checked
 RANKS=2
 T0=$(date +%s)
 
@@ -56,9 +57,9 @@ for section in post test; do
   [ -z "$(def args "$section")" ] || die "$DEF: arguments after %$section are not supported here"
 done
 
-mkdir -p "$WORK" "$CACHE/debootstrap" "$CACHE/build"
-exec 9>"$WORK/.lock"
-flock -n 9 || die "another container-check is running ($WORK/.lock)"
+mkdir -p "$CACHE/debootstrap" "$CACHE/build"
+exec 9>"$CACHE/.lock" # the caches are shared between runs; each run's root is its own
+flock -n 9 || die "another container-check is running ($CACHE/.lock)"
 
 # --- mounts: always undone, on success, failure or interrupt --------------------------------
 mounts=()
@@ -74,7 +75,23 @@ unmount_all() {
   left=$(mounted_under "$ROOT")
   [ -z "$left" ] || { echo "container-check: still mounted under $ROOT:" "$left" >&2; return 1; }
 }
-trap 'unmount_all' EXIT
+cleanup() { # on exit: unmount, then remove this run's folder (never while anything is mounted in it)
+  local code=$?
+  if ! unmount_all || [ -n "$(mounted_under "$WORK")" ]; then
+    echo "container-check: not removing $WORK: something is still mounted under it" >&2
+    exit 1
+  fi
+  if [ "${HPML_CONTAINER_KEEP:-0}" = 1 ]; then
+    echo "container-check: kept $WORK (HPML_CONTAINER_KEEP=1)"
+  else
+    rm -rf --one-file-system "$WORK"
+    [ "$code" = 0 ] || echo "container-check: removed $WORK and its logs; HPML_CONTAINER_KEEP=1 keeps them" >&2
+  fi
+}
+mkdir -p "$WORK_PARENT"
+WORK=$(mktemp -d "$WORK_PARENT/hpml-container-check.XXXXXXXX") # new, 0700, ours: no planted path
+ROOT=$WORK/root
+trap 'cleanup' EXIT
 trap 'exit 130' INT TERM
 bind() { # bind SRC DST [rbind]: DST inside the root
   mount "--${3:-bind}" "$1" "$ROOT$2"
@@ -114,8 +131,6 @@ args=(--variant=minbase --exclude=openssl,udev,debconf-i18n,e2fsprogs --include=
   --arch="$(dpkg --print-architecture)")
 key=$(printf '%s\n' "${args[@]}" "$osversion" "$mirror" | sha256sum | cut -c1-16)
 tarball=$CACHE/debootstrap/$osversion-$key.tgz
-unmount_all || die "cannot unmount what is mounted under $ROOT; not removing it"
-rm -rf "$ROOT"
 t=$(date +%s)
 if [ ! -f "$tarball" ]; then
   say "downloading $osversion from $mirror (cached as $tarball)"
@@ -203,10 +218,7 @@ epochs=$(($(wc -l <"$run/history.csv") - 1))
 digests=$(grep -E "\[[0-9]+/$RANKS\] .*training done; weights sha256" "$WORK/demo.log" || true)
 [ "$(wc -l <<<"$digests")" = "$RANKS" ] || die "expected $RANKS ranks to finish training:"$'\n'"$digests"
 [ "$(awk '{print $NF}' <<<"$digests" | sort -u | wc -l)" = 1 ] || die "ranks ended with different weights:"$'\n'"$digests"
-unmount_all
-trap - EXIT
-
 say "OK: $DEF built; the demo trained inside it on $RANKS MPI ranks, $epochs epochs, same weights on every rank ($(awk '{print $NF}' <<<"$digests" | head -n1))"
-say "root $ROOT: ${size_mb} MB after %post (du -sxm)"
+say "root: ${size_mb} MB after %post (du -sxm); $WORK is removed now (HPML_CONTAINER_KEEP=1 keeps it)"
 say "times (s): bootstrap ${t_bootstrap} (tarball cached: $cached_tarball), %post ${t_post}," \
   "%test ${t_test}, demo ${t_demo}, total $(elapsed "$T0")"

@@ -16,6 +16,7 @@ from hpml.core.config import CLASSES
 from hpml.core.files import write_json_atomic
 from hpml.core.world import World
 from hpml.shards.manifest import JOURNAL, MANIFEST, SCHEMA_VERSION
+from preprocess.shard_writer import OPEN, temporary
 
 REPORT = "preprocess-report.json"
 SHARD_KEYS = ("file", "split", "rank", "count", "classes", "bytes", "sha256", "labels")
@@ -52,14 +53,27 @@ def write_manifest(
         "totals": totals,
     }
     write_json_atomic(out / MANIFEST, manifest)
-    keep = {e["file"] for e in entries}
-    for stale in out.glob("*.tfrecord*"):  # from an earlier run with another rank count
-        if stale.name not in keep:
-            stale.unlink()
-            (out / JOURNAL / f"{stale.name}.json").unlink(missing_ok=True)
-    for partial in out.glob(".*.tmp"):  # left by a killed run
-        partial.unlink()
+    remove_own(out, keep={e["file"] for e in entries})
     return manifest
+
+
+def remove_own(out: Path, keep: set[str] = frozenset()) -> None:
+    """Delete the shards the journal lists, except `keep`, and the partial shards it marks.
+
+    Only what the journal says preprocessing wrote: shards of an earlier run with another rank
+    count or other settings, temporary shards of a killed run. Nothing else in `out` is touched.
+    """
+    journal = out / JOURNAL
+    for entry in sorted(journal.glob("*.json")):
+        name = entry.name[: -len(".json")]
+        if name not in keep:
+            (out / name).unlink(missing_ok=True)
+            entry.unlink()
+    for mark in sorted(journal.glob(f"*{OPEN}")):
+        partial = temporary(out, mark.name[: -len(OPEN)])
+        if not partial.is_symlink() and partial.is_file():
+            partial.unlink()
+        mark.unlink()
 
 
 def summarise(results: list[dict[str, Any]], seconds: float, manifest: dict[str, Any], world: World, out: Path) -> None:

@@ -1,11 +1,14 @@
 """`hpml preprocess`: split files -> model-sized TFRecord shards + manifest, on N MPI ranks.
 
-Rank 0 reads the split, checks the output folder and makes the plan, and broadcasts it. Each
+Rank 0 reads the split, takes the output folder (OUT/.lock, hpml.core.exclusive: a second job
+on the same --out is refused, naming the holder), checks it, makes the plan and broadcasts it. Each
 rank decodes its byte-balanced share and writes its own shards. A bad image is skipped and
 recorded; anything else that goes wrong on any rank ends every rank under the collective
 failure rule (hpml.core.failure). Rank 0 gathers the shard entries and writes manifest.json
 atomically, then the report; when more than `preprocess.max_skipped` of the images could not
-be used the job fails after writing them, so the user sees what was lost.
+be used the job fails after writing them, so the user sees what was lost. Preprocessing deletes
+only what its journal says it wrote; any other file in --out is left alone, and one at a name it
+must write stops the job, named.
 """
 
 from __future__ import annotations
@@ -13,12 +16,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
+import os
+import re
 import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from hpml.core import exclusive
 from hpml.core.config import CLASSES, Config
 from hpml.core.errors import UsageError
 from hpml.core.failure import at, phase
@@ -27,9 +32,11 @@ from hpml.parallel.mpi import mpi_comm, mpi_world
 from hpml.shards.manifest import JOURNAL, MANIFEST, SCHEMA_VERSION
 from hpml.shards.schema import example_bytes
 from preprocess.job_progress import JobProgress
-from preprocess.manifest import summarise, write_manifest
+from preprocess.manifest import REPORT, remove_own, summarise, write_manifest
 from preprocess.plan import Item, assign, read_items
-from preprocess.shard_writer import ShardWriter
+from preprocess.shard_writer import OutputCollision, ShardWriter, foreign
+
+LOCK = ".lock"  # OUT/.lock: the one preprocessing job writing this folder
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +69,7 @@ def _config_hash(cfg: Config, split_dir: Path, splits: list[str]) -> str:
 
 
 def _prepare(cfg: Config, split_dir: Path, out: Path, force: bool, ranks: int):
-    """Rank 0: validate, clear on --force, plan. Returns (config hash, splits, shares)."""
+    """Rank 0: validate, take --out, clear on --force, plan. Returns (config hash, splits, shares)."""
     with phase("read_split"):
         splits = [s for s in cfg.data.splits if (split_dir / f"{s}.txt").is_file()]
         if not splits:
@@ -72,27 +79,66 @@ def _prepare(cfg: Config, split_dir: Path, out: Path, force: bool, ranks: int):
             raise PreprocessError(f"{split_dir}: the split files list no images")
     with phase("plan"):
         chash = _config_hash(cfg, split_dir, splits)
+        _take(out)
         try:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / JOURNAL).mkdir(exist_ok=True)
-            probe = out / ".write-test"
-            probe.write_bytes(b"ok")
-            probe.unlink()
-        except OSError as exc:
-            raise PreprocessError(f"output folder {out} is not writable: {exc.strerror or exc}") from None
-        old = _existing_hash(out)
-        if old not in (None, chash):
-            if not force:
-                raise PreprocessError(
-                    f"{out} holds shards made with other settings or inputs; refusing to mix them. "
-                    "Use another --out, or --force to delete them and start again."
-                )
-            log.warning("--force: deleting the old shards in %s", out)
-            for path in [*out.glob("*.tfrecord*"), out / MANIFEST]:
-                path.unlink(missing_ok=True)
-            shutil.rmtree(out / JOURNAL, ignore_errors=True)
-            (out / JOURNAL).mkdir()
-        return chash, splits, assign(items, ranks)
+            _check_owned(out)
+            old = _existing_hash(out)
+            if old not in (None, chash):
+                if not force:
+                    raise PreprocessError(
+                        f"{out} holds shards made with other settings or inputs; refusing to mix them. "
+                        "Use another --out, or --force to delete them and start again."
+                    )
+                log.warning("--force: deleting the old shards in %s", out)
+                remove_own(out)
+                (out / MANIFEST).unlink(missing_ok=True)
+            _check_collisions(out, splits, ranks, cfg.preprocess.compression == "gzip")
+            return chash, splits, assign(items, ranks)
+        except BaseException:
+            exclusive.release(out / LOCK)  # no rank has written anything yet
+            raise
+
+
+def _take(out: Path) -> None:
+    """Rank 0: hold OUT/.lock for the whole job; a second job on the same --out is refused."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        exclusive.acquire(out / LOCK)
+        (out / JOURNAL).mkdir(exist_ok=True)
+    except exclusive.Locked as exc:
+        who = exclusive.describe(exc.holder) if exc.holder else f"an unknown holder ({exc.path} cannot be read)"
+        raise PreprocessError(
+            f"{out} is being written by another `hpml preprocess`: {who}{exc.note}. Wait for it to end "
+            f"or use another --out. If that process is gone for good, remove {exc.path}."
+        ) from None
+    except OSError as exc:
+        raise PreprocessError(f"output folder {out} is not writable: {exc.strerror or exc}") from None
+
+
+def _check_owned(out: Path) -> None:
+    """manifest.json and the report are preprocessing's names: refuse to replace another's file."""
+    for path, key in ((out / MANIFEST, "config_hash"), (out / REPORT, "per_rank")):
+        if not os.path.lexists(path):
+            continue
+        try:
+            ours = key in json.loads(path.read_text(encoding="utf-8")) and not path.is_symlink()
+        except (OSError, ValueError, TypeError):
+            ours = False
+        if not ours:
+            raise OutputCollision(path)
+
+
+def _check_collisions(out: Path, splits: list[str], ranks: int, gzip: bool) -> None:
+    """Before any rank starts: a file at a shard name this job may write (or its temporary name)
+    that the journal does not list."""
+    ext = r"\.tfrecord\.gz" if gzip else r"\.tfrecord"
+    shard = re.compile(rf"(?:{'|'.join(map(re.escape, splits))})-(\d{{5}})-\d{{5}}{ext}")
+    for path in sorted(out.iterdir()):
+        hidden = path.name.startswith(".") and path.name.endswith(".tmp")
+        name = path.name[1:-4] if hidden else path.name
+        match = shard.fullmatch(name)
+        if match and int(match[1]) < ranks and (in_the_way := foreign(out, name)) is not None:
+            raise OutputCollision(in_the_way)
 
 
 def _existing_hash(out: Path) -> str | None:
@@ -203,11 +249,14 @@ def run(cfg: Config, split_dir: Path, out: Path, force: bool = False) -> int:
         progress.finish()
         results = comm.gather(result, root=0)
     if world.is_root:
-        with phase("manifest"):
-            manifest = write_manifest(settings(cfg), split_dir, out, chash, splits, results)
-        with phase("report"):
-            summarise(results, time.monotonic() - t0, manifest, world, out)
-            _check_losses(manifest, total, cfg.preprocess.max_skipped, out)
+        try:
+            with phase("manifest"):
+                manifest = write_manifest(settings(cfg), split_dir, out, chash, splits, results)
+            with phase("report"):
+                summarise(results, time.monotonic() - t0, manifest, world, out)
+                _check_losses(manifest, total, cfg.preprocess.max_skipped, out)
+        finally:  # every rank's shards are done (gathered); a job that died before keeps a stale lock
+            exclusive.release(out / LOCK)
     comm.Barrier()
     return 0
 

@@ -7,6 +7,11 @@ journal entry lists exactly the next items, under the same config, with a file w
 still matches, and which skipped no image for a transient reason (file not found, I/O error):
 such a shard is rewritten, so a fixed mount or a restored file gets its images in.
 So a crash never leaves a shard that looks whole, and finished shards are never rewritten.
+
+The journal is also what preprocessing owns in --out: before a temporary shard is opened its
+marker `.journal/<shard>.open` is written, so a killed run's partial files are known as ours.
+A file at a shard's name (or its temporary name) that the journal does not list is somebody
+else's: it is never overwritten or removed (`OutputCollision` names it).
 """
 
 from __future__ import annotations
@@ -18,11 +23,46 @@ from pathlib import Path
 from typing import Any
 
 from hpml.core.config import CLASSES
+from hpml.core.errors import UsageError
 from hpml.core.failure import at
 from hpml.core.files import file_sha256, write_json_atomic
 from hpml.shards.manifest import JOURNAL
 from hpml.shards.schema import shard_name
 from preprocess.plan import Item
+
+OPEN = ".open"  # .journal/<shard>.open: a temporary shard .<shard>.tmp is being written by preprocessing
+
+
+class OutputCollision(UsageError):
+    """A file in --out at a name preprocessing must write, which preprocessing did not write."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(
+            f"{path} is in the way: preprocessing must write a file of that name, and its journal "
+            f"({path.parent / JOURNAL}) says it did not write this one. Move it away, or use another --out."
+        )
+
+
+def temporary(out: Path, name: str) -> Path:
+    """Where shard `name` is written before it is complete."""
+    return out / f".{name}.tmp"
+
+
+def marker(out: Path, name: str) -> Path:
+    return out / JOURNAL / f"{name}{OPEN}"
+
+
+def foreign(out: Path, name: str) -> Path | None:
+    """The file at shard `name` or its temporary name when preprocessing did not write it.
+
+    A folder at the temporary name is left to the writer, which cannot open it and says so.
+    """
+    final, tmp = out / name, temporary(out, name)
+    if os.path.lexists(final) and read_journal(out, name) is None:
+        return final
+    if tmp.is_symlink() or (tmp.exists() and not tmp.is_dir() and not marker(out, name).exists()):
+        return tmp
+    return None
 
 
 def item_key(item: Item) -> str:
@@ -78,13 +118,23 @@ class ShardWriter:
             self.index += 1
             done += len(listed)
 
+    def _open_tmp(self) -> Path:
+        """The temporary shard, journalled as ours before it exists; never another's file."""
+        in_the_way = foreign(self.out, self.name)
+        if in_the_way is not None:
+            raise OutputCollision(in_the_way)
+        self._tmp = temporary(self.out, self.name)
+        marker(self.out, self.name).touch()
+        if not self._tmp.is_dir():
+            self._tmp.unlink(missing_ok=True)  # our own partial from a killed run: start afresh
+        return self._tmp
+
     def add(self, item: Item, record: bytes) -> None:
         if self._writer is None:
             import tensorflow as tf
 
             options = tf.io.TFRecordOptions(compression_type="GZIP" if self.gzip else "")
-            self._tmp = self.out / f".{self.name}.tmp"
-            self._writer = tf.io.TFRecordWriter(str(self._tmp), options)
+            self._writer = tf.io.TFRecordWriter(str(self._open_tmp()), options)
         self._writer.write(record)
         self._keys.append(item_key(item))
         self._labels.append(str(CLASSES.index(item.label)))
@@ -104,8 +154,7 @@ class ShardWriter:
         if self._writer is None:  # only skips: an empty shard keeps the journal sequence whole
             import tensorflow as tf
 
-            self._tmp = self.out / f".{self.name}.tmp"
-            self._writer = tf.io.TFRecordWriter(str(self._tmp))
+            self._writer = tf.io.TFRecordWriter(str(self._open_tmp()))
         at("shard_close")
         self._writer.close()  # flushes; raises on a full disk
         self._writer = None
@@ -126,8 +175,11 @@ class ShardWriter:
         }
         # Journal first, rename last: a shard under its final name always has its entry, and an
         # entry whose file is missing or differs is simply rewritten by the next run.
+        if os.path.lexists(self.out / self.name) and read_journal(self.out, self.name) is None:
+            raise OutputCollision(self.out / self.name)  # appeared while we wrote: not ours to replace
         write_json_atomic(self.out / JOURNAL / f"{self.name}.json", entry)
         os.replace(self._tmp, self.out / self.name)
+        marker(self.out, self.name).unlink(missing_ok=True)
         self.entries.append(entry)
         self.index += 1
         self._reset()

@@ -1,4 +1,4 @@
-"""What every stage shares, with no TensorFlow, MPI or SLURM in it.
+"""What every stage shares, with no TensorFlow or MPI in it (SLURM only as `squeue`, asked by exclusive).
 
     config      experiment YAML -> typed dataclasses, `--set` overrides, errors naming key and file
     errors      UsageError (exit 2, message only) and SourceError
@@ -9,6 +9,10 @@
     files       atomic writes and sha256 of files
     runfiles    the names of the files in a run directory (RunDir)
     jobid       which SLURM job and restart this process belongs to (from its environment)
+    exclusive   lock files naming their holder, taken atomically, stale ones taken over without races
+    metrics     COVID-Net's metrics from a confusion matrix
+    best_epoch  train.monitor: which epoch is the best
+    history     history.csv: its columns, read in one place
 
 Imports nothing else of hpml.
 """

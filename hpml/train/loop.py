@@ -40,7 +40,7 @@ from hpml.train.resume import resume, set_aside
 from hpml.train.run_lock import acquire_lock, release_lock
 from hpml.train.selection import save_epoch_weights
 from hpml.train.shard_check import explain_data_error, verify_shards
-from hpml.train.staging import stage
+from hpml.train.staging import stage, unstage
 from hpml.train.status_writer import StatusWriter
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,7 @@ def train(cfg: Config, shard_dir: Path, run_dir: Path, restart: bool = False) ->
     try:
         return _train(cfg, Path(shard_dir), run_dir, restart, world, preemption)
     finally:
+        unstage()  # this process's node-local staging folder, if it made one (local rank 0)
         if world.is_root:
             release_lock(run_dir)
 

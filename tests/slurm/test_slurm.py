@@ -83,7 +83,7 @@ def test_pipeline_places_ranks_on_their_cores_and_stages_once_per_node(cluster, 
     assert sorted(placement) == [("0", "2", "0-1"), ("1", "2", "0-1")], log
     # Staging: once per node, into that node's own $TMPDIR (the TaskProlog's per-node folder).
     staged = re.findall(r"INFO hpml.train.staging: staged shards to (\S+)", log)
-    nodes = sorted(re.search(r"/spool/(n\d)/tmp/job\d+/hpml-shards$", s).group(1) for s in staged)
+    nodes = sorted(re.search(r"/spool/(n\d)/tmp/job\d+/hpml-\d+-[^/]+$", s).group(1) for s in staged)
     assert nodes == ["n1", "n2"], staged
     metrics = json.loads((run / "eval" / "val" / "metrics.json").read_text())
     assert metrics["ranks"] == 2 and metrics["count"] == manifest["totals"]["val"]["count"]
