@@ -17,6 +17,7 @@ from conftest import REPO, hpml
 from shardmaker import write_shards
 from trainutil import SMALL, digests, history, run, train_cmd
 
+from hpml.core import history as history_fields
 from hpml.core.files import file_sha256
 from hpml.shards.manifest import JOURNAL
 from hpml.shards.verify import verify
@@ -261,7 +262,7 @@ def _check_run_dir_whole(run_dir) -> None:
         except Exception:
             whole = False
     if (run_dir / "history.csv").exists():
-        whole &= all(len(r) == 7 and None not in r.values() for r in history(run_dir))
+        whole &= all(len(r) == len(history_fields.FIELDS) and None not in r.values() for r in history(run_dir))
     RESULTS["half_written"] += not whole
     assert whole
 
