@@ -99,6 +99,38 @@ hpml_train_preemptible() {
   _hpml_requeue_or_exit "${run_dir}" "${rc}"
 }
 
+# What a busy or restarting controller answers (hpml.slurm.calls.TRANSIENT, pinned by a test):
+# worth another try. Anything else (the job ended meanwhile, ...) is a refusal.
+_HPML_SLURM_TRANSIENT='socket timed out on send/recv operation|zero bytes were transmitted or received'
+_HPML_SLURM_TRANSIENT+='|unable to contact slurm controller|communication connection failure|message send failure'
+_HPML_SLURM_TRANSIENT+='|message receive failure|connection timed out|rate limit exceeded|resource temporarily unavailable'
+_HPML_SLURM_TRANSIENT+='|temporarily unable to accept job|slurm job queue full|unable to create job record, try again'
+_HPML_SLURM_TRANSIENT+='|job can not be altered now, try again later|controller in standby mode'
+_HPML_SLURM_TRANSIENT+='|controller is in standby mode|unable to connect to database|problem talking to the database'
+_HPML_SLURM_TRANSIENT+='|interrupted system call'
+
+_hpml_slurm_transient() { [[ "${1,,}" =~ ${_HPML_SLURM_TRANSIENT} ]]; }
+
+# _hpml_scontrol_requeue ID: `scontrol requeue Incomplete ID`, tried again while the controller is
+# busy: HPML_REQUEUE_TRIES tries (5), waiting HPML_REQUEUE_DELAY (2) s, then twice as long each time.
+_hpml_scontrol_requeue() {
+  local id=$1 try=1 tries=${HPML_REQUEUE_TRIES:-5} delay=${HPML_REQUEUE_DELAY:-2} out
+  while :; do
+    if out=$(scontrol requeue Incomplete "${id}" 2>&1); then
+      if [ -n "${out}" ]; then echo "${out}"; fi
+      return 0
+    fi
+    echo "hpml: $(date +%T) scontrol requeue ${id} failed (try ${try}/${tries}): ${out:-no message}"
+    if ! _hpml_slurm_transient "${out}"; then return 1; fi
+    if [ "${try}" -ge "${tries}" ]; then
+      echo "hpml: $(date +%T) the controller did not answer ${tries} tries to requeue ${id}; giving up"
+      return 1
+    fi
+    sleep "${delay}"
+    try=$((try + 1)) delay=$((delay * 2))
+  done
+}
+
 _hpml_requeue_or_exit() {
   local marker="$1/PREEMPTED" rc=$2 id this first="" restarts=${SLURM_RESTART_COUNT:-0}
   id=$(hpml_self_id)
@@ -113,7 +145,7 @@ _hpml_requeue_or_exit() {
     echo "hpml: $(date +%T) checkpoint written; requeueing job ${id} (restart $((restarts + 1)))"
     trap '' TERM  # SLURM ends this run of the job now; that TERM is not a cancellation
     # Incomplete: SLURM refuses if the job meanwhile ended (cancelled, timed out).
-    if scontrol requeue Incomplete "${id}"; then exit 0; fi
+    if _hpml_scontrol_requeue "${id}"; then exit 0; fi
     echo "hpml: scontrol refused to requeue ${id}; submit the job again to continue"
     exit 75
   fi

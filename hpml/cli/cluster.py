@@ -6,15 +6,17 @@ None of them imports TensorFlow or Horovod: they run on a login node.
 from __future__ import annotations
 
 import argparse
+import functools
 from dataclasses import replace
 from pathlib import Path
 
 from hpml.cli.options import required
 from hpml.core.best_epoch import REPORTABLE
 from hpml.core.config import Config, ConfigError, load_config
-from hpml.core.runfiles import SWEEP_FILE
+from hpml.core.runfiles import SWEEP_FILE, RunDir
 from hpml.shards.manifest import MANIFEST
 from hpml.slurm import efficiency, query, status, sweep, sweep_report
+from hpml.slurm.calls import Session
 from hpml.slurm.profiles import ClusterProfile, check_profile, load_profile
 from hpml.slurm.submit import plan, record, submit
 
@@ -152,7 +154,10 @@ def _check_inputs(cfg: Config, what: str) -> None:
 
 
 def cmd_sweep_report(args: argparse.Namespace) -> int:
-    metric, table = sweep_report.rows(args.sweep_dir, args.metric, query=query.query)
+    # One Session: a controller that stays down costs one round of retries, not one per point.
+    metric, table = sweep_report.rows(
+        args.sweep_dir, args.metric, query=functools.partial(query.query, run=Session().run)
+    )
     paths = sweep_report.write(args.sweep_dir, table, metric, args.out or args.sweep_dir)
     print(paths[0].read_text(), end="")
     print("written: " + ", ".join(str(p) for p in paths))
@@ -165,10 +170,17 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_efficiency(args: argparse.Namespace) -> int:
+    slurm = RunDir(args.path).slurm
     if (args.path / SWEEP_FILE).is_file():
-        runs = [(sweep.point_dir(args.path, i), [job]) for i, job in sorted(sweep.task_ids(args.path).items())]
+        points = sorted(sweep.task_ids(args.path).items())
+        runs = [(sweep.point_dir(args.path, i), {job: slurm / "sweep.sbatch"}) for i, job in points]
+    elif args.path.is_dir():
+        runs = [
+            (args.path, {job: slurm / f"{stage}.sbatch" for stage, job in status.last_submission(args.path).items()})
+        ]
     else:
-        runs = [(args.path, list(status.last_submission(args.path).values()))]
-    for run, jobs in runs:
-        print(efficiency.summary(run, efficiency.efficiency(run, jobs)))
+        raise FileNotFoundError(f"{args.path}: no such run or sweep directory")
+    calls = Session()  # sacct unreachable for one point: not asked again for every other point
+    for run, scripts in runs:
+        print(efficiency.summary(run, efficiency.efficiency(run, list(scripts), scripts, run=calls.run)))
     return 0

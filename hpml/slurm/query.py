@@ -3,14 +3,21 @@
 `scontrol show job` knows pending, running and recently ended jobs (MinJobAge, 300 s by
 default) including the restart count; `sacct` knows them for good, but only where the
 cluster runs accounting (slurmdbd). Without either the state is UNKNOWN, and says why.
+
+Every call goes through hpml.slurm.calls (bounded retries of time-outs). When SLURM could not be
+asked (a time-out after the retries) the state is UNKNOWN with `error` set: not known *now*,
+which is not the same as a job SLURM does not know (`note`).
 """
 
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+
+from hpml.slurm.calls import SlurmResult, run_slurm
+
+Run = Callable[..., SlurmResult]  # run_slurm, or a calls.Session's run
 
 TERMINAL = {
     "COMPLETED",
@@ -37,6 +44,7 @@ class JobInfo:
     nodes: str | None = None
     source: str = "none"  # scontrol | sacct | none
     note: str | None = None
+    error: str | None = None  # SLURM could not be asked now (a time-out after the retries)
 
     @property
     def done(self) -> bool:
@@ -44,15 +52,6 @@ class JobInfo:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _run(cmd: list[str]) -> subprocess.CompletedProcess | None:
-    if not shutil.which(cmd[0]):
-        return None
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    except subprocess.TimeoutExpired:
-        return None
 
 
 def _fields(line: str) -> dict[str, str]:
@@ -71,11 +70,10 @@ def _task_ids(spec: str) -> set[int]:
     return ids
 
 
-def _from_scontrol(job_id: str) -> JobInfo | None:
-    proc = _run(["scontrol", "-o", "show", "job", job_id])
-    if proc is None or proc.returncode != 0 or not proc.stdout.strip():
+def _from_scontrol(job_id: str, stdout: str) -> JobInfo | None:
+    records = [_fields(line) for line in stdout.splitlines() if line.strip()]
+    if not records:
         return None
-    records = [_fields(line) for line in proc.stdout.splitlines() if line.strip()]
     record = records[0]
     if "_" in job_id:  # an array task: its own record, or the pending rest of the array
         task = int(job_id.split("_")[1])
@@ -98,19 +96,11 @@ def _from_scontrol(job_id: str) -> JobInfo | None:
     )
 
 
-def _from_sacct(job_id: str) -> JobInfo:
-    fmt = "JobID,State,ExitCode,Elapsed,NodeList,Reason"
-    proc = _run(["sacct", "-n", "-P", "-X", "--duplicates", "-j", job_id, f"--format={fmt}"])
-    if proc is None:
-        return JobInfo(job_id, note="no SLURM commands here")
-    if proc.returncode != 0:
-        return JobInfo(
-            job_id, note=f"sacct: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'failed'}"
-        )
-    rows = [line.split("|") for line in proc.stdout.splitlines() if line.strip()]
-    rows = [r for r in rows if r[0] == job_id]
+def _from_sacct(job_id: str, stdout: str) -> JobInfo | None:
+    rows = [line.split("|") for line in stdout.splitlines() if line.strip()]
+    rows = [r for r in rows if r[0] == job_id and len(r) >= 6]
     if not rows:
-        return JobInfo(job_id, note="not known to sacct")
+        return None
     last = rows[-1]  # --duplicates lists every run of a requeued job, oldest first
     requeued = sum(1 for r in rows if r[1].startswith("REQUEUED"))
     return JobInfo(
@@ -125,9 +115,34 @@ def _from_sacct(job_id: str) -> JobInfo:
     )
 
 
-def query(job_id: str) -> JobInfo:
-    """scontrol first (knows the restart count of a live job), sacct for what it forgot."""
-    return _from_scontrol(job_id) or _from_sacct(job_id)
+def query(job_id: str, run: Run = run_slurm) -> JobInfo:
+    """scontrol first (knows the restart count of a live job), sacct for what it forgot.
+
+    scontrol timing out does not mean the job is gone: sacct (another daemon) is asked, and
+    when it cannot answer either, the job's state is UNKNOWN with `error` saying why.
+    """
+    sc = run(["scontrol", "-o", "show", "job", job_id], timeout=60)
+    info = _from_scontrol(job_id, sc.stdout) if sc.ok else None
+    if info:
+        return info
+    fmt = "JobID,State,ExitCode,Elapsed,NodeList,Reason"
+    sa = run(["sacct", "-n", "-P", "-X", "--duplicates", "-j", job_id, f"--format={fmt}"], timeout=60)
+    info = _from_sacct(job_id, sa.stdout) if sa.ok else None
+    scontrol_error = sc.describe() if sc.transient else None
+    if info:
+        info.note = f"{scontrol_error}; state from sacct" if scontrol_error else None
+        return info
+    if scontrol_error or sa.transient:
+        errors = [r.describe() for r in (sc, sa) if r.transient]
+        note = None if sa.transient or sa.missing else ("not known to sacct" if sa.ok else f"sacct: {sa.error}")
+        return JobInfo(job_id, note=note, error="; ".join(errors))
+    if sc.missing and sa.missing:
+        return JobInfo(job_id, note="no SLURM commands here")
+    if sa.missing:
+        return JobInfo(job_id, note=f"scontrol does not know it ({sc.error}) and there is no sacct here")
+    if not sa.ok:
+        return JobInfo(job_id, note=f"sacct: {sa.error}")
+    return JobInfo(job_id, note="not known to sacct")
 
 
 def array_tasks(array_id: str, count: int) -> list[str]:

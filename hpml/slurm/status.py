@@ -4,6 +4,10 @@ From SLURM (hpml.slurm.query): job id, state, reason, restarts, exit code, elaps
 the run directory, so it works without SLURM too: epoch and step, images/s and ETA from
 RUN/status.json (rank 0 writes it while training), the last metrics from history.csv, and a
 checkpoint-for-requeue marker if one is there.
+
+SLURM calls are retried while the controller is busy (hpml.slurm.calls). A job SLURM could not
+be asked about keeps its last known state in a --watch, with a note saying what failed; --watch
+goes on through such refreshes (at most MAX_BLIND in a row with no answer at all).
 """
 
 from __future__ import annotations
@@ -17,7 +21,38 @@ from typing import Any
 from hpml.core import history
 from hpml.core.runfiles import SWEEP_FILE, RunDir
 from hpml.slurm import query as slurmq
+from hpml.slurm.calls import Session
 from hpml.slurm.sweep import point_dir, task_ids
+
+MAX_BLIND = 20  # --watch stops after this many refreshes in a row in which SLURM answered nothing
+WATCH_ATTEMPTS = 3  # tries per call in one refresh: the next refresh tries again anyway
+
+
+class Lookup:
+    """SLURM's view of jobs, refresh after refresh: a job that SLURM could not be asked about
+    (a time-out after the retries) keeps its last known state, with a note saying what failed."""
+
+    def __init__(self, query=slurmq.query, attempts: int | None = None, clock=time.time, log=None):
+        self.query, self.attempts, self.clock, self.log = query, attempts, clock, log
+        self.known: dict[str, tuple[dict, float]] = {}
+        self.refresh()
+
+    def refresh(self) -> None:
+        """A new round of calls: what SLURM could not answer last time is asked again."""
+        self.session = Session(self.attempts, **({"log": self.log} if self.log else {}))
+        self.failed: list[str] = []  # what SLURM could not answer in this round
+
+    def __call__(self, job_id: str) -> dict:
+        info = self.query(job_id, run=self.session.run).to_dict()
+        if not info.get("error"):
+            self.known[job_id] = (info, self.clock())
+            return info
+        self.failed.append(info["error"])
+        if job_id not in self.known:
+            return {**info, "note": f"{info['error']}; no state known yet"}
+        last, when = self.known[job_id]
+        seen = time.strftime("%H:%M:%S", time.localtime(when))
+        return {**last, "error": info["error"], "note": f"{info['error']}; showing last known state (from {seen})"}
 
 
 def last_submission(run_dir: Path) -> dict[str, str]:
@@ -61,12 +96,14 @@ def progress(run_dir: Path) -> dict:
     return out
 
 
-def run_status(run_dir: Path) -> dict:
-    jobs = [{"stage": stage, **slurmq.query(job).to_dict()} for stage, job in last_submission(run_dir).items()]
+def run_status(run_dir: Path, lookup=None) -> dict:
+    lookup = lookup or Lookup()
+    jobs = [{"stage": stage, **lookup(job)} for stage, job in last_submission(run_dir).items()]
     return {"kind": "run", "path": str(run_dir), "jobs": jobs, "progress": progress(run_dir)}
 
 
-def sweep_status(sweep_dir: Path) -> dict:
+def sweep_status(sweep_dir: Path, lookup=None) -> dict:
+    lookup = lookup or Lookup()
     manifest = json.loads((sweep_dir / SWEEP_FILE).read_text())
     ids = task_ids(sweep_dir)
     points = []
@@ -76,19 +113,19 @@ def sweep_status(sweep_dir: Path) -> dict:
             {
                 "point": p["index"],
                 "label": p["label"],
-                "job": slurmq.query(job).to_dict() if job else None,
+                "job": lookup(job) if job else None,
                 "progress": progress(point_dir(sweep_dir, p["index"])),
             }
         )
     return {"kind": "sweep", "path": str(sweep_dir), "points": points}
 
 
-def collect(path: Path) -> dict:
+def collect(path: Path, lookup=None) -> dict:
     if (path / SWEEP_FILE).is_file():
-        return sweep_status(path)
+        return sweep_status(path, lookup)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such run or sweep directory")
-    return run_status(path)
+    return run_status(path, lookup)
 
 
 def _duration(seconds) -> str:
@@ -145,15 +182,38 @@ def _jobs_of(doc: dict) -> list[dict]:
     return doc["jobs"] if doc["kind"] == "run" else [p["job"] for p in doc["points"] if p["job"]]
 
 
-def show(path: Path, as_json: bool = False, watch: float | None = None, stream=sys.stdout) -> dict:
+def _watching(j: dict) -> bool:
+    """Still worth a look: not ended, or not known now because SLURM did not answer."""
+    return bool(j.get("error")) or (j["state"] not in slurmq.TERMINAL and j["state"] != "UNKNOWN")
+
+
+def show(
+    path: Path, as_json: bool = False, watch: float | None = None, stream=sys.stdout, sleep=time.sleep, lookup=None
+) -> dict:
     """Print once, or every `watch` seconds until every job has ended (or SLURM knows none)."""
+    lookup = lookup or Lookup(attempts=WATCH_ATTEMPTS if watch else None)
+    notices = sys.stderr if as_json else stream  # keep --json output parseable
+    blind = 0
     while True:
-        doc = collect(path)
+        lookup.refresh()
+        doc = collect(path, lookup)
         text = json.dumps(doc, indent=1) if as_json else render(doc)
         if watch and stream.isatty():
             stream.write("\x1b[2J\x1b[H")  # clear the terminal between refreshes
         print(text, file=stream, flush=True)
-        live = [j for j in _jobs_of(doc) if j["state"] not in slurmq.TERMINAL and j["state"] != "UNKNOWN"]
+        jobs = _jobs_of(doc)
+        live = [j for j in jobs if _watching(j)]
+        blind = blind + 1 if jobs and all(j.get("error") for j in jobs) else 0
         if not watch or not live:
             return doc
-        time.sleep(watch)
+        if blind >= MAX_BLIND:
+            print(
+                f"SLURM answered nothing for {blind} refreshes in a row ({lookup.failed[-1]}); stopped watching: "
+                f"run `hpml status {path}` again later",
+                file=notices,
+                flush=True,
+            )
+            return doc
+        if lookup.failed:
+            print(f"(SLURM did not answer this time: {lookup.failed[-1]}; watching on)", file=notices, flush=True)
+        sleep(watch)

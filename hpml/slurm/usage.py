@@ -1,9 +1,11 @@
 """What each rank of each run used, recorded by the rank itself when it exits.
 
 RUN/slurm/usage/<job>.<restart>.rank<r>.json: wall time, CPU time, peak memory, the CPUs it
-could run on, the GPUs it used. This works on every cluster, with or without SLURM
-accounting, and covers every run of a requeued job (sacct may keep only the last one, and
-scontrol only the current one). hpml.slurm.efficiency turns it into efficiency and GPU-hours.
+could run on, the GPUs it used, and the job's memory per node (SLURM_MEM_PER_NODE, or
+SLURM_MEM_PER_CPU x SLURM_CPUS_ON_NODE, from the job's environment). This works on every
+cluster, with or without SLURM accounting, and covers every run of a requeued job (sacct may
+keep only the last one, and scontrol only the current one). hpml.slurm.efficiency turns it into
+efficiency and GPU-hours.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def record(run_dir: Path, rank: int, exit_code: int, gpus: int) -> Path | None:
             "cpus": len(os.sched_getaffinity(0)),
             "gpus": gpus,
             "exit": exit_code,
+            "mem_per_node_mb": memory_per_node_mb(),
         }
         folder = RunDir(run_dir).usage
         folder.mkdir(parents=True, exist_ok=True)
@@ -51,6 +54,19 @@ def record(run_dir: Path, rank: int, exit_code: int, gpus: int) -> Path | None:
         return path
     except Exception:  # noqa: BLE001 - accounting must never turn a finished run into a failed one
         return None
+
+
+def memory_per_node_mb(environ: dict[str, str] | None = None) -> float | None:
+    """The job's memory on each node, in MB, as SLURM tells the job; None outside SLURM."""
+    env = os.environ if environ is None else environ
+    try:
+        if env.get("SLURM_MEM_PER_NODE"):
+            return float(env["SLURM_MEM_PER_NODE"])
+        if env.get("SLURM_MEM_PER_CPU") and env.get("SLURM_CPUS_ON_NODE"):
+            return float(env["SLURM_MEM_PER_CPU"]) * int(env["SLURM_CPUS_ON_NODE"])
+    except ValueError:
+        pass
+    return None
 
 
 def load(run_dir: Path) -> list[dict]:
@@ -65,7 +81,8 @@ def load(run_dir: Path) -> list[dict]:
 
 
 def totals(records: list[dict]) -> dict:
-    """Summed over ranks and runs: wall, CPU and GPU hours, CPU efficiency, peak memory."""
+    """Summed over ranks and runs: wall, CPU and GPU hours, CPU efficiency, peak memory; the
+    peak of one node (its ranks' peaks summed) against the job's memory per node; the last run."""
     core_s = sum(r["wall_s"] * r["cpus"] for r in records)
     cpu_s = sum(r["cpu_s"] for r in records)
     runs = {(r["job"], r["restart"]) for r in records}
@@ -82,4 +99,30 @@ def totals(records: list[dict]) -> dict:
         "cpu_efficiency": round(cpu_s / core_s, 4) if core_s else None,
         "gpu_hours": round(sum(r["wall_s"] * r["gpus"] for r in records) / 3600, 4),
         "max_rss_mb": round(max((r["max_rss_kb"] for r in records), default=0) / 1024, 1),
+        **_node_memory(records),
+        **_last_run(records),
     }
+
+
+def _node_memory(records: list[dict]) -> dict:
+    nodes: dict[tuple, float] = {}
+    for r in records:
+        key = (r["job"], r["restart"], r.get("host"))
+        nodes[key] = nodes.get(key, 0.0) + r["max_rss_kb"] / 1024
+    peak = max(nodes.values(), default=None)
+    limits = [r["mem_per_node_mb"] for r in records if r.get("mem_per_node_mb")]
+    limit = max(limits) if limits else None
+    return {
+        "node_peak_rss_mb": None if peak is None else round(peak, 1),
+        "mem_per_node_mb": limit,
+        "memory_efficiency": round(peak / limit, 4) if peak is not None and limit else None,
+    }
+
+
+def _last_run(records: list[dict]) -> dict:
+    """The run that ended last: its job, and whether every one of its ranks exited 0."""
+    if not records:
+        return {"last_job": None, "last_run_completed": None}
+    last = max(records, key=lambda r: r.get("end", 0))
+    ranks = [r for r in records if (r["job"], r["restart"]) == (last["job"], last["restart"])]
+    return {"last_job": last["job"], "last_run_completed": all(r.get("exit") == 0 for r in ranks)}
