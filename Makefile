@@ -25,7 +25,7 @@ $(STAMP): setup.py Makefile
 	$(PIP) install -q "setuptools>=69,<76" wheel
 	$(PIP) install -q "$(TF_REQ)" "numpy>=1.26,<2"
 	@$(MAKE) --no-print-directory horovod-wheel
-	HOROVOD_WITH_TENSORFLOW=1 $(PIP) install -q --find-links "$(WHEEL_CACHE)" -e ".[dev]"
+	HOROVOD_WITH_TENSORFLOW=1 $(PIP) install -q --find-links "$(WHEEL_CACHE)" -e ".[train,dev]"
 	@$(MAKE) --no-print-directory check-horovod
 	@touch $(STAMP)
 	@echo "hpml installed in $(VENV) (activate: source $(VENV)/bin/activate)"

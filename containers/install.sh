@@ -5,7 +5,7 @@
 #
 #   bash /opt/hpml/src/containers/install.sh cpu|gpu    # in %post: install everything
 #   bash containers/install.sh --apt-packages cpu|gpu   # what apt is asked for (tests read this)
-#   bash containers/install.sh --requirements cpu|gpu   # the pins, as setup.py computes them
+#   bash containers/install.sh --requirements cpu|gpu   # the pins the image installs (hpml[train]), as setup.py computes them
 #   bash containers/install.sh --horovod-env cpu|gpu    # the Horovod build flags
 #   bash containers/install.sh --clean-copy SRC DEST    # copy the source without checkout debris
 #
@@ -70,8 +70,9 @@ horovod_env() {
   fi
 }
 
-# install_requires exactly as setup.py computes it for this flavor (setuptools stubbed out, so
-# this works with a bare Python before anything is installed).
+# install_requires + the train extra (what `pip install hpml[train]` installs) exactly as setup.py
+# computes them for this flavor (setuptools stubbed out, so this works with a bare Python before
+# anything is installed).
 requirements() {
   local variant
   variant=$(tf_variant "$1")
@@ -86,7 +87,7 @@ build_py.build_py = type('build_py', (), {})
 shim.command, command.build_py = command, build_py
 sys.modules.update({'setuptools': shim, 'setuptools.command': command, 'setuptools.command.build_py': build_py})
 runpy.run_path(sys.argv[1])
-print("\n".join(captured["install_requires"]))
+print("\n".join(captured["install_requires"] + captured["extras_require"]["train"]))
 EOF
 }
 
@@ -187,7 +188,7 @@ install_all() {
 
   step "pip: hpml from a clean copy of $SRC"
   clean_copy "$SRC" "$tmp/hpml"
-  HPML_TENSORFLOW=$variant "${pip[@]}" install -q --no-build-isolation "$tmp/hpml"
+  HPML_TENSORFLOW=$variant "${pip[@]}" install -q --no-build-isolation "$tmp/hpml[train]"
   "${pip[@]}" check
 
   rm -rf "$tmp" /var/lib/apt/lists/*

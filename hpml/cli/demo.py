@@ -14,7 +14,14 @@ from pathlib import Path
 
 from hpml.parallel.mpi import mpirun_env
 
-REPO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+_PACKAGE = Path(__file__).resolve().parents[1]  # hpml/
+
+
+def default_config() -> Path:
+    """configs/demo.yaml: the checkout's, or the copy setup.py's build step puts in hpml/_jobfiles/configs/
+    (a wheel, `pip install .`, the container)."""
+    checkout = _PACKAGE.parent / "configs" / "demo.yaml"
+    return checkout if checkout.is_file() else _PACKAGE / "_jobfiles" / "configs" / "demo.yaml"
 
 
 def _stage(number: int, total: int, title: str, args: list[str], ranks: int = 0) -> None:
@@ -38,7 +45,7 @@ def source_dirs(data: Path) -> list[Path]:
 
 
 def demo(out: Path, ranks: int, data: Path | None, config: Path | None, overrides: list[str], per_class: int) -> int:
-    config = config or REPO_CONFIG
+    config = config or default_config()
     out = out.resolve()
     split, shards, run = out / "split", out / "shards", out / "run"
     sets = ["--config", str(config)] + [a for o in overrides for a in ("--set", o)]

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import subprocess
+from pathlib import Path
 
+from hpml import __version__
 from hpml.cli import bench, cluster, data, training, weights
 from hpml.cli.options import config_options
 from hpml.core import failure
@@ -13,10 +16,41 @@ from hpml.core.logs import setup_logging
 GROUPS = (data, training, weights, cluster, bench)  # in the order `hpml --help` lists them
 
 
+def version() -> str:
+    """`hpml --version`: the version and the commit, the checkout's own in a checkout (editable install),
+    else the one setup.py recorded at build time (hpml/_build.py), else unknown."""
+    checkout = Path(__file__).resolve().parents[2]
+    commit = "unknown"
+    if (checkout / ".git").exists():
+        try:
+            proc = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True)
+            commit = proc.stdout.strip() if proc.returncode == 0 else commit
+        except OSError:
+            pass
+    else:
+        try:
+            from hpml._build import COMMIT as commit
+        except ImportError:
+            pass
+    return f"hpml {__version__} (commit {commit})"
+
+
+class _Version(argparse.Action):
+    """argparse's version action, computed only when asked: no git call for every other command."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=kwargs.get("help"))
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version())
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hpml", description="COVID-19 chest X-ray classification on SLURM clusters with MPI and Horovod."
     )
+    parser.add_argument("--version", action=_Version, help="print the version and the commit it was built from")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = config_options()
     for group in GROUPS:

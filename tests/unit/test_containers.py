@@ -62,7 +62,8 @@ def apt_installs(flavor: str) -> set[str]:
 
 
 def setup_requirements(variant: str, tmp_path: Path) -> list[str]:
-    """install_requires as setuptools itself writes it (egg_info), for HPML_TENSORFLOW=variant."""
+    """install_requires + the `train` extra (what the images install) as setuptools itself writes
+    them (egg_info), for HPML_TENSORFLOW=variant."""
     tmp_path.mkdir()
     subprocess.run(
         [sys.executable, "setup.py", "-q", "egg_info", "--egg-base", str(tmp_path)],
@@ -72,7 +73,9 @@ def setup_requirements(variant: str, tmp_path: Path) -> list[str]:
         capture_output=True,
     )
     requires = (tmp_path / "hpml.egg-info" / "requires.txt").read_text()
-    return requires.split("\n[", 1)[0].split()
+    core, *extras = requires.split("\n[")
+    (train,) = [e.split("]\n", 1)[1] for e in extras if e.startswith("train]")]
+    return core.split() + train.split()
 
 
 def canonical(requirements: list[str]) -> list[str]:
