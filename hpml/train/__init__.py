@@ -8,6 +8,8 @@
     staging         the shards copied to node-local scratch, verified
     shard_check     damaged shards found before the first step, or named when TensorFlow trips
     epoch_end       validation over all ranks, history.csv, TensorBoard
+    selection       best.h5 (+ best.json) and the per-epoch weights files (train.keep_checkpoints)
+    hparams         the run's TensorBoard HParams session (a sweep point: its grid values)
     plateau         ReduceLROnPlateau on state that survives a checkpoint
     checkpoints     full training state on disk
     resume          where a run starts: rank 0 reads, every rank gets the same state, rescaled
@@ -17,5 +19,5 @@
     provenance      RUN/versions.json
     status_writer   RUN/status.json, written by rank 0 as it trains
 
-May import hpml.core, parallel, imaging, models, shards.
+May import hpml.core, parallel, imaging, models, shards, slurm (a sweep's points), preprocess.
 """

@@ -33,6 +33,7 @@ from hpml.train.compile import compile_model
 from hpml.train.data import train_dataset, train_shard_labels
 from hpml.train.epoch_end import no_validation, record_epoch, validate, weights_digest
 from hpml.train.epoch_plan import TrainDataError, TrainPlan
+from hpml.train.hparams import write_hparams
 from hpml.train.plateau import plateau_step
 from hpml.train.preemption import REQUEUE_EXIT_CODE, Preemption, clear_marker, install_handlers, write_marker
 from hpml.train.provenance import write_versions
@@ -99,6 +100,7 @@ def _train(cfg: Config, shard_dir: Path, run_dir: Path, restart: bool, world: Wo
         clear_marker(run_dir)  # this run is the resumption
         save_config(cfg, run.config)
         write_versions(run.versions)
+        write_hparams(run_dir, cfg, world.size)  # RUN/tensorboard: the HParams session, before the writer opens
     shards = None
     if cfg.data.stage_dir:
         with phase("stage"):
