@@ -11,28 +11,51 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from hpml.cli.options import required
+from hpml.cli.options import examples, required
 from hpml.core.config import load_config
 from hpml.core.logs import setup_logging
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    bench = sub.add_parser("bench", help="measure throughput (prints images/s and ratios)")
+    demo = "--config configs/demo.yaml"
+    bench = sub.add_parser(
+        "bench",
+        help="measure throughput (prints images/s and ratios)",
+        epilog=examples(
+            f"hpml bench preprocess {demo} --split-dir split",
+            f"hpml bench input {demo} --shards shards --split-dir split --limit 100",
+            f"mpirun -np 2 hpml bench loop {demo} --shards shards --steps 20",
+            f"hpml bench scaling {demo} --json scaling.json",
+        ),
+    )
     kinds = bench.add_subparsers(dest="action", required=True, metavar="WHAT")
 
-    bp = kinds.add_parser("preprocess", parents=[common, _rounds(600)], help="bare OpenCV loop vs 1 vs N ranks")
+    bp = kinds.add_parser(
+        "preprocess",
+        parents=[common, _rounds(600)],
+        help="bare OpenCV loop vs 1 vs N ranks",
+        epilog=examples(f"hpml bench preprocess {demo} --split-dir split --ranks 2"),
+    )
     bp.add_argument("--split-dir", type=Path, help="the image set: a split folder (data.split_dir)")
-    bp.add_argument("--ranks", type=int, default=2)
+    bp.add_argument("--ranks", type=int, default=2, help="N: the MPI ranks of the parallel measurement")
     bp.set_defaults(func=cmd_bench_preprocess)
 
-    bi = kinds.add_parser("input", parents=[common, _rounds(300)], help="seed loader vs hpml tf.data vs bare decode")
+    bi = kinds.add_parser(
+        "input",
+        parents=[common, _rounds(300)],
+        help="seed loader vs hpml tf.data vs bare decode",
+        epilog=examples(f"hpml bench input {demo} --shards shards --split-dir split --limit 100"),
+    )
     bi.add_argument("--shards", type=Path, help="shard folder (data.shards)")
     bi.add_argument("--split-dir", type=Path, help="split folder of the same images (data.split_dir)")
     bi.add_argument("--limit", type=int, default=300, help="images per measurement")
     bi.set_defaults(func=cmd_bench_input)
 
     bl = kinds.add_parser(
-        "loop", parents=[common, _rounds(300)], help="hpml train's loop vs a bare Horovod fit (mpirun)"
+        "loop",
+        parents=[common, _rounds(300)],
+        help="hpml train's loop vs a bare Horovod fit (mpirun)",
+        epilog=examples(f"mpirun -np 2 hpml bench loop {demo} --shards shards --steps 20"),
     )
     bl.add_argument("--shards", type=Path, help="shard folder (data.shards)")
     bl.add_argument("--steps", type=int, default=100, help="steps per timed fit")
@@ -43,16 +66,24 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     bl.set_defaults(func=cmd_bench_loop)
 
     _scaling(
-        kinds.add_parser("scaling", parents=[common], help="parameters, FLOPs, allreduce bytes, predicted scaling")
+        kinds.add_parser(
+            "scaling",
+            parents=[common],
+            help="parameters, FLOPs, allreduce bytes, predicted scaling",
+            epilog=examples(
+                f"hpml bench scaling {demo} --json scaling.json",
+                "hpml bench scaling --config configs/covidnet-resnet50v2-512.yaml --measure",
+            ),
+        )
     )
 
 
 def _rounds(seconds: float) -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     g = parent.add_argument_group("rounds (repeat until each ratio's 95 % interval judges its target)")
-    g.add_argument("--min-rounds", type=int, default=3, help="rounds before any verdict (default 3)")
-    g.add_argument("--max-rounds", type=int, default=30, help="stop after this many rounds (default 30)")
-    g.add_argument("--max-seconds", type=float, default=seconds, help=f"stop before this time (default {seconds:g})")
+    g.add_argument("--min-rounds", type=int, default=3, help="rounds before any verdict")
+    g.add_argument("--max-rounds", type=int, default=30, help="stop after this many rounds")
+    g.add_argument("--max-seconds", type=float, default=seconds, help="stop before this many seconds")
     return parent
 
 
@@ -67,12 +98,12 @@ def _scaling(bs: argparse.ArgumentParser) -> None:
     a.add_argument("--device-tflops", type=float, default=30.0, help="achieved training TFLOPS per GPU")
     a.add_argument("--intra-gbps", type=float, default=200.0, help="GB/s allreduce bus bandwidth inside a node")
     a.add_argument("--inter-gbit", type=float, default=200.0, help="Gb/s network per node")
-    a.add_argument("--gpus-per-node", type=int, default=4)
-    a.add_argument("--batch-per-gpu", type=int, help="default: train.batch_size")
+    a.add_argument("--gpus-per-node", type=int, default=4, help="GPUs that share a node's fast link")
+    a.add_argument("--batch-per-gpu", type=int, help="images per GPU per step (default: train.batch_size)")
     bs.add_argument("--gpus", default="1,2,4,8,16,32,64", help="GPU counts to predict")
     m = bs.add_argument_group("--measure: real steps on a shaped 2-node network on this machine (root)")
     m.add_argument("--measure", action="store_true", help="check the model against measured steps and allreduces")
-    m.add_argument("--rates", default="0.5,1", help="link rates in Gbit/s per direction (default 0.5,1)")
+    m.add_argument("--rates", default="0.5,1", help="link rates in Gbit/s per direction")
     m.add_argument(
         "--measure-size",
         type=int,

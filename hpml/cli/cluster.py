@@ -10,7 +10,7 @@ import functools
 from dataclasses import replace
 from pathlib import Path
 
-from hpml.cli.options import required
+from hpml.cli.options import examples, required
 from hpml.core.best_epoch import REPORTABLE
 from hpml.core.config import Config, ConfigError, load_config
 from hpml.core.runfiles import SWEEP_FILE, RunDir
@@ -22,7 +22,16 @@ from hpml.slurm.submit import plan, record, submit
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    sb = sub.add_parser("submit", parents=[common], help="render jobs/*.sbatch for a cluster and sbatch them")
+    seed = "--config configs/covidnet-resnet50v2-512.yaml --set data.split_dir=split --set data.shards=shards"
+    sb = sub.add_parser(
+        "submit",
+        parents=[common],
+        help="render jobs/*.sbatch for a cluster and sbatch them",
+        epilog=examples(
+            f"hpml submit pipeline --cluster snellius {seed} --run-dir runs/seed --dry-run",
+            f"hpml submit sweep --cluster snellius {seed} --run-dir runs/lr --grid train.lr=2e-5,1e-4",
+        ),
+    )
     sb.add_argument(
         "what",
         choices=["preprocess", "train", "evaluate", "pipeline", "sweep"],
@@ -46,21 +55,29 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     sg.add_argument("--parallel", type=int, metavar="K", help="points running at once (--array=...%%K)")
     sb.set_defaults(func=cmd_submit)
 
-    sw = sub.add_parser("sweep", help="compare the points of a sweep")
+    report = "hpml sweep report runs/lr --metric val_accuracy"
+    sw = sub.add_parser("sweep", help="compare the points of a sweep", epilog=examples(report))
     sw_sub = sw.add_subparsers(dest="action", required=True, metavar="ACTION")
-    sr = sw_sub.add_parser("report", parents=[common], help="table (Markdown + CSV) and learning curves")
-    sr.add_argument("sweep_dir", type=Path, metavar="SWEEP")
+    sr = sw_sub.add_parser(
+        "report", parents=[common], help="table (Markdown + CSV) and learning curves", epilog=examples(report)
+    )
+    sr.add_argument("sweep_dir", type=Path, metavar="SWEEP", help="the sweep folder (`hpml submit sweep --run-dir`)")
     sr.add_argument(
         "--metric",
         choices=list(REPORTABLE),
         help="rank the points by this (default: their train.monitor, the metric best.h5 was chosen by)",
     )
-    sr.add_argument("--out", type=Path, help="default: SWEEP/")
+    sr.add_argument("--out", type=Path, help="where the table and curves go (default: SWEEP/)")
     sr.set_defaults(func=cmd_sweep_report)
 
-    st = sub.add_parser("status", parents=[common], help="SLURM state and training progress of a run or sweep")
-    st.add_argument("path", type=Path, metavar="RUN|SWEEP")
-    st.add_argument("--json", action="store_true", help="machine-readable")
+    st = sub.add_parser(
+        "status",
+        parents=[common],
+        help="SLURM state and training progress of a run or sweep",
+        epilog=examples("hpml status runs/demo", "hpml status runs/lr --watch 60"),
+    )
+    st.add_argument("path", type=Path, metavar="RUN|SWEEP", help="a run folder or a sweep folder")
+    st.add_argument("--json", action="store_true", help="print JSON (machine-readable)")
     st.add_argument(
         "--watch",
         type=float,
@@ -72,9 +89,12 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     st.set_defaults(func=cmd_status)
 
     ef = sub.add_parser(
-        "efficiency", parents=[common], help="what a run's jobs used: CPU, memory, GPU (after the fact)"
+        "efficiency",
+        parents=[common],
+        help="what a run's jobs used: CPU, memory, GPU (after the fact)",
+        epilog=examples("hpml efficiency runs/seed"),
     )
-    ef.add_argument("path", type=Path, metavar="RUN|SWEEP")
+    ef.add_argument("path", type=Path, metavar="RUN|SWEEP", help="a run folder or a sweep folder")
     ef.set_defaults(func=cmd_efficiency)
 
 

@@ -10,42 +10,93 @@ import argparse
 import logging
 from pathlib import Path
 
-from hpml.cli.options import at_least, fraction, per_class, required
+from hpml.cli.options import at_least, examples, fraction, per_class, required
 from hpml.core.config import ConfigError, load_config
 from hpml.core.logs import setup_logging
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    syn = sub.add_parser("synth", parents=[common], help="generate a raw corpus in the 5 source layouts")
-    syn.add_argument("--out", type=Path, required=True)
+    syn = sub.add_parser(
+        "synth",
+        parents=[common],
+        help="generate a raw corpus in the 5 COVIDx source layouts",
+        epilog=examples("hpml synth --out raw --per-class 40", "hpml covidx build --sources raw/* --out split"),
+    )
+    syn.add_argument("--out", type=Path, required=True, help="folder to write: one sub-folder per source")
     syn.add_argument("--per-class", type=at_least(1), default=100, help="images per class")
-    syn.add_argument("--seed", type=int, default=0)
+    syn.add_argument("--seed", type=int, default=0, help="seed of the generated images and tables")
     syn.set_defaults(func=cmd_synth)
 
-    covidx = sub.add_parser("covidx", help="build the COVIDx split from the public sources")
+    covidx = sub.add_parser(
+        "covidx",
+        help="build the COVIDx split from the public sources",
+        epilog=examples(
+            "hpml covidx build --sources raw/* --out split",
+            "hpml covidx import train_COVIDx.txt test_COVIDx.txt --train-images train --test-images test --out split",
+        ),
+    )
     actions = covidx.add_subparsers(dest="action", required=True, metavar="ACTION")
-    _covidx_build(actions.add_parser("build", parents=[common], help="scan sources, write train/val/test.txt"))
-    _covidx_import(actions.add_parser("import", parents=[common], help="use published train/test_COVIDx.txt"))
+    _covidx_build(
+        actions.add_parser(
+            "build",
+            parents=[common],
+            help="scan sources, write train/val/test.txt",
+            epilog=examples(
+                "hpml covidx build --sources raw/* --out split",
+                "hpml covidx build --sources raw/* --out split --test-per-class normal=6,pneumonia=6,COVID-19=6",
+                "hpml covidx build --sources raw/* --out split --labels extended --drop-duplicates",
+            ),
+        )
+    )
+    _covidx_import(
+        actions.add_parser(
+            "import",
+            parents=[common],
+            help="use published train/test_COVIDx.txt",
+            epilog=examples(
+                "hpml covidx import train_COVIDx.txt test_COVIDx.txt --train-images train --test-images test "
+                "--out split"
+            ),
+        )
+    )
 
-    pre = sub.add_parser("preprocess", parents=[common], help="split files -> TFRecord shards (MPI)")
+    pre = sub.add_parser(
+        "preprocess",
+        parents=[common],
+        help="split files -> TFRecord shards (MPI)",
+        epilog=examples("mpirun -np 2 hpml preprocess --config configs/demo.yaml --split-dir split --out shards"),
+    )
     pre.add_argument("--split-dir", type=Path, help="folder with train/val/test.txt (data.split_dir)")
     pre.add_argument("--out", type=Path, help="shard folder (data.shards)")
     pre.add_argument("--force", action="store_true", help="replace shards made with other settings")
     pre.set_defaults(func=cmd_preprocess)
 
-    shards = sub.add_parser("shards", help="inspect preprocessed shards")
+    shards = sub.add_parser("shards", help="inspect preprocessed shards", epilog=examples("hpml shards verify shards"))
     shards_sub = shards.add_subparsers(dest="action", required=True, metavar="ACTION")
-    ver = shards_sub.add_parser("verify", parents=[common], help="recompute checksums, parse every record")
-    ver.add_argument("shard_dir", type=Path)
+    ver = shards_sub.add_parser(
+        "verify",
+        parents=[common],
+        help="recompute checksums, parse every record",
+        description="Recompute every shard's checksum and parse every record against the manifest. "
+        "Exit 0: all shards match; 1: a problem (each printed as FAIL).",
+        epilog=examples("hpml shards verify shards"),
+    )
+    ver.add_argument("shard_dir", type=Path, metavar="SHARD_DIR", help="a shard folder (with its manifest.json)")
     ver.set_defaults(func=cmd_shards_verify)
 
 
 def _covidx_build(b: argparse.ArgumentParser) -> None:
-    b.add_argument("--sources", nargs="+", type=Path, help="source folders (any of the 5 layouts)")
-    b.add_argument("--out", type=Path, help="split folder to write")
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--val-fraction", type=fraction, default=0.1)
-    b.add_argument("--test-fraction", type=fraction, default=0.1)
+    b.add_argument(
+        "--sources",
+        nargs="+",
+        type=Path,
+        help="source folders, each in one of the 5 COVIDx layouts: ieee8023, Actualmed, Figure1, RSNA, SIRM "
+        "(docs/covidx.md); default: data.sources",
+    )
+    b.add_argument("--out", type=Path, help="split folder to write (default: data.split_dir)")
+    b.add_argument("--seed", type=int, default=0, help="seed of the patient-level split")
+    b.add_argument("--val-fraction", type=fraction, default=0.1, help="share of the images for val, by patient")
+    b.add_argument("--test-fraction", type=fraction, default=0.1, help="share of the images for test, by patient")
     b.add_argument(
         "--test-per-class",
         type=_test_counts,
@@ -56,7 +107,7 @@ def _covidx_build(b: argparse.ArgumentParser) -> None:
         "--labels",
         choices=["covidnet", "extended"],
         default="covidnet",
-        help="label policy: covidnet = COVID-Net's create_COVIDx table (default); "
+        help="label policy: covidnet = COVID-Net's create_COVIDx table; "
         "extended = hpml's broader mapping (docs/covidx.md)",
     )
     b.add_argument(
@@ -70,7 +121,7 @@ def _covidx_build(b: argparse.ArgumentParser) -> None:
         action="store_true",
         help="keep only the first copy of a re-encoded radiograph (default: keep all, on one side)",
     )
-    b.add_argument("--hash-cache", type=Path, help="fingerprint cache (default ~/.cache/hpml/phash-v1.npz)")
+    b.add_argument("--hash-cache", type=Path, help="fingerprint cache (default: ~/.cache/hpml/phash-v1.npz)")
     b.add_argument(
         "--workers", type=at_least(0), default=0, help="processes that decode images for fingerprints (0: automatic)"
     )
@@ -99,13 +150,13 @@ def _test_counts(text: str) -> dict[str, int]:
 
 
 def _covidx_import(i: argparse.ArgumentParser) -> None:
-    i.add_argument("train_file", type=Path)
-    i.add_argument("test_file", type=Path)
+    i.add_argument("train_file", type=Path, metavar="TRAIN_FILE", help="the published train list (train_COVIDx*.txt)")
+    i.add_argument("test_file", type=Path, metavar="TEST_FILE", help="the published test list (test_COVIDx*.txt)")
     i.add_argument("--train-images", type=Path, required=True, help="folder of the train images")
     i.add_argument("--test-images", type=Path, required=True, help="folder of the test images")
-    i.add_argument("--out", type=Path, required=True)
-    i.add_argument("--seed", type=int, default=0)
-    i.add_argument("--val-fraction", type=fraction, default=0.1)
+    i.add_argument("--out", type=Path, required=True, help="split folder to write")
+    i.add_argument("--seed", type=int, default=0, help="seed of the val patients carved from train")
+    i.add_argument("--val-fraction", type=fraction, default=0.1, help="share of the train images for val, by patient")
     i.add_argument(
         "--binary",
         action="store_true",

@@ -8,12 +8,12 @@ import subprocess
 from pathlib import Path
 
 from hpml import __version__
-from hpml.cli import bench, cluster, data, training, weights
-from hpml.cli.options import config_options
+from hpml.cli import bench, cluster, completion, data, training, weights
+from hpml.cli.options import Parser, config_options, examples
 from hpml.core import failure
 from hpml.core.logs import setup_logging
 
-GROUPS = (data, training, weights, cluster, bench)  # in the order `hpml --help` lists them
+GROUPS = (data, training, weights, cluster, bench, completion)  # in the order `hpml --help` lists them
 
 
 def version() -> str:
@@ -47,14 +47,24 @@ class _Version(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="hpml", description="COVID-19 chest X-ray classification on SLURM clusters with MPI and Horovod."
+    parser = Parser(
+        prog="hpml",
+        description="COVID-19 chest X-ray classification on SLURM clusters with MPI and Horovod.",
+        epilog=examples(
+            "hpml synth --out raw --per-class 40",
+            "hpml covidx build --sources raw/* --out split",
+            "mpirun -np 2 hpml preprocess --config configs/demo.yaml --split-dir split --out shards",
+            "mpirun -np 2 hpml train --config configs/demo.yaml --shards shards --run-dir runs/demo",
+            "hpml train --help                  # every command explains itself",
+            "source <(hpml completion bash)     # tab completion",
+        ),
     )
     parser.add_argument("--version", action=_Version, help="print the version and the commit it was built from")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = config_options()
     for group in GROUPS:
         group.register(sub, common)
+    parser.set_defaults(parser=parser)  # `hpml completion` walks the whole parser
     return parser
 
 

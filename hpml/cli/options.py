@@ -1,12 +1,70 @@
-"""What every command group shares: the configuration options, argument types, required values."""
+"""What every command group shares: the parser class and its help layout, the configuration
+options, argument types, required values."""
 
 from __future__ import annotations
 
 import argparse
+import textwrap
 from pathlib import Path
 from typing import Any
 
 from hpml.core.config import CLASSES, ConfigError
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's layout, with each option's default shown where it has one worth showing (not None,
+    False, or an empty list: the help says what then happens), and examples kept as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if text == argparse.SUPPRESS or "%(default)" in text or not shown_default(action):
+            return text
+        return f"{text} (default: %(default)s)"
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        """Paragraphs (blank-line separated) are filled; one with an indented line (an example) is kept."""
+        out = []
+        for para in text.split("\n\n"):
+            if any(line.startswith(" ") for line in para.splitlines()):
+                out.append("\n".join(indent + line for line in para.splitlines()))
+            else:
+                out.append(
+                    textwrap.fill(" ".join(para.split()), width, initial_indent=indent, subsequent_indent=indent)
+                )
+        return "\n\n".join(out)
+
+
+def shown_default(action: argparse.Action) -> bool:
+    """Whether `--help` prints the action's default: a real value, of an option (or optional positional)."""
+    default = action.default
+    if default is None or default is False or default is argparse.SUPPRESS:
+        return False
+    if isinstance(default, list | tuple | str) and not default:
+        return False
+    return bool(action.option_strings) or action.nargs in (argparse.OPTIONAL, argparse.ZERO_OR_MORE)
+
+
+class _Commands(argparse._SubParsersAction):
+    """Subcommands whose own `--help` opens with the line the command list shows (unless described)."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        if kwargs.get("help"):
+            kwargs.setdefault("description", kwargs["help"])
+        return super().add_parser(name, **kwargs)
+
+
+class Parser(argparse.ArgumentParser):
+    """hpml's parsers: HelpFormatter; subcommand parsers (add_subparsers) are Parsers too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+        self.register("action", "parsers", _Commands)
+
+
+def examples(*lines: str) -> str:
+    """An epilog of example command lines (tests/unit/test_cli_help.py parses each with its parser)."""
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def config_options() -> argparse.ArgumentParser:

@@ -11,7 +11,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from hpml.cli.options import required
+from hpml.cli.options import examples, required
 from hpml.core.config import ConfigError, load_config
 from hpml.core.logs import setup_logging
 from hpml.core.runfiles import RunDir
@@ -19,12 +19,28 @@ from hpml.train import preemption
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    config = sub.add_parser("config", help="show the resolved configuration")
+    shown = "hpml config show --config configs/covidnet-resnet50v2-512.yaml --set train.lr=1e-4"
+    config = sub.add_parser("config", help="show the resolved configuration", epilog=examples(shown))
     config_sub = config.add_subparsers(dest="action", required=True, metavar="ACTION")
-    show = config_sub.add_parser("show", parents=[common], help="print the resolved YAML")
+    show = config_sub.add_parser(
+        "show",
+        parents=[common],
+        help="print the resolved YAML",
+        description="Print the configuration a command would run with: the defaults, --config, then each --set.",
+        epilog=examples(shown),
+    )
     show.set_defaults(func=cmd_config_show)
 
-    tr = sub.add_parser("train", parents=[common], help="Horovod data-parallel training from the shards")
+    tr = sub.add_parser(
+        "train",
+        parents=[common],
+        help="Horovod data-parallel training from the shards",
+        epilog=examples(
+            "mpirun -np 2 hpml train --config configs/demo.yaml --shards shards --run-dir runs/demo "
+            "--set train.epochs=5",
+            "mpirun -np 2 hpml train --config configs/demo.yaml --shards shards --run-dir runs/demo --restart",
+        ),
+    )
     tr.add_argument("--shards", type=Path, help="preprocessed shard folder (data.shards)")
     tr.add_argument("--run-dir", type=Path, required=True, help="run folder; an existing one resumes")
     tr.add_argument(
@@ -40,9 +56,17 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     )
     tr.set_defaults(func=cmd_train)
 
-    ev = sub.add_parser("evaluate", parents=[common], help="exact metrics and reports for a split")
+    ev = sub.add_parser(
+        "evaluate",
+        parents=[common],
+        help="exact metrics and reports for a split",
+        epilog=examples(
+            "mpirun -np 2 hpml evaluate --run-dir runs/demo --split val",
+            "hpml evaluate --compare runs/a runs/b --split test --out compare",
+        ),
+    )
     ev.add_argument("--run-dir", type=Path, help="the run to evaluate (required unless --compare)")
-    ev.add_argument("--split", choices=["val", "test"], help="default: eval.split (val); test only on request")
+    ev.add_argument("--split", choices=["val", "test"], help="the split (default: eval.split); test only on request")
     ev.add_argument(
         "--checkpoint",
         help="best | last | any weights file hpml can load (a .h5 of hpml or of the seed, a checkpoint prefix); "
@@ -68,34 +92,57 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         parents=[common],
         help="classify PNG/JPEG/DICOM files",
         description="Classify PNG/JPEG/DICOM files. Exit 0: every file classified; 3: some could not be "
-        "(each listed as UNREADABLE with its reason); 1: none could.",
+        "(each listed as UNREADABLE with its reason); 1: none could. From Python: hpml.api.predict.",
+        epilog=examples(
+            "hpml predict --run-dir runs/demo raw/covid-chestxray-dataset/images --csv predictions.csv",
+            "hpml predict --run-dir runs/demo image.png --explain --explain-dir gradcam",
+            "hpml predict --config configs/covidnet-resnet50v2-512.yaml --checkpoint seed-ep4.h5 image.png",
+        ),
     )
     pr.add_argument("--run-dir", type=Path, help="the trained run (else --config and --checkpoint FILE)")
-    pr.add_argument("files", nargs="+", type=Path, metavar="FILE_OR_DIR")
+    pr.add_argument(
+        "files",
+        nargs="+",
+        type=Path,
+        metavar="FILE_OR_DIR",
+        help="image files (PNG, JPEG, DICOM), or folders searched for .png/.jpg/.jpeg/.dcm/.dicom files",
+    )
     pr.add_argument(
         "--checkpoint", help="best (default with --run-dir) | last | any weights file hpml can load (with --config)"
     )
     pr.add_argument("--csv", type=Path, help="also write the predictions here")
     pr.add_argument("--explain", action="store_true", help="write a Grad-CAM overlay PNG per file")
-    pr.add_argument("--explain-dir", type=Path, default=Path("gradcam"), help="where --explain writes (./gradcam)")
+    pr.add_argument("--explain-dir", type=Path, default=Path("gradcam"), help="where --explain writes")
     pr.add_argument(
         "--explain-target",
         choices=["vs-normal", "logit"],
         default="vs-normal",
-        help="Grad-CAM score: log-odds of the class against normal (default) or its logit",
+        help="Grad-CAM score: log-odds of the class against normal (vs-normal) or its logit",
     )
     pr.set_defaults(func=cmd_predict)
 
-    ex = sub.add_parser("export", parents=[common], help="SavedModel + Keras file + preprocessing contract")
-    ex.add_argument("--run-dir", type=Path, required=True)
-    ex.add_argument("--checkpoint", default="best")
-    ex.add_argument("--out", type=Path, help="default: RUN/export")
+    ex = sub.add_parser(
+        "export",
+        parents=[common],
+        help="SavedModel + Keras file + preprocessing contract",
+        epilog=examples("hpml export --run-dir runs/demo", "hpml export --run-dir runs/demo --checkpoint last"),
+    )
+    ex.add_argument("--run-dir", type=Path, required=True, help="the trained run")
+    ex.add_argument("--checkpoint", default="best", help="best | last | any weights file hpml can load")
+    ex.add_argument("--out", type=Path, help="the export folder (default: RUN/export)")
     ex.set_defaults(func=cmd_export)
 
-    dm = sub.add_parser("demo", parents=[common], help="the whole pipeline end to end on this machine")
+    dm = sub.add_parser(
+        "demo",
+        parents=[common],
+        help="the whole pipeline end to end on this machine",
+        epilog=examples("hpml demo --out demo-small --per-class 20 --set train.epochs=2"),
+    )
     dm.add_argument("--data", type=Path, help="folder of real source folders (default: generate data)")
     dm.add_argument("--ranks", type=int, default=2, help="MPI ranks for preprocess/train/evaluate")
-    dm.add_argument("--out", type=Path, default=Path("demo-out"))
+    dm.add_argument(
+        "--out", type=Path, default=Path("demo-out"), help="folder for everything it makes; a rerun resumes"
+    )
     dm.add_argument("--per-class", type=int, default=200, help="synthetic images per class")
     dm.set_defaults(func=cmd_demo)
 

@@ -13,12 +13,23 @@ import argparse
 import sys
 from pathlib import Path
 
+from hpml.cli.options import examples
+
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    weights = sub.add_parser("weights", help="Keras ImageNet weights for the backbones (fetch on a login node)")
+    fetching = "HPML_WEIGHTS_DIR=/project/shared/weights hpml weights fetch resnet50v2"
+    importing = "hpml weights import cp-04-0.93.hdf5 --config configs/covidnet-resnet50v2-512.yaml --out seed-ep4.h5"
+    weights = sub.add_parser(
+        "weights",
+        help="Keras ImageNet weights for the backbones (fetch on a login node)",
+        epilog=examples(fetching, importing),
+    )
     weights_sub = weights.add_subparsers(dest="action", required=True, metavar="ACTION")
     fetch = weights_sub.add_parser(
-        "fetch", parents=[common], help="download and verify the ImageNet 'notop' files into the shared cache"
+        "fetch",
+        parents=[common],
+        help="download and verify the ImageNet 'notop' files into the shared cache",
+        epilog=examples(fetching, "hpml weights fetch resnet50v2 mobilenetv2 --cache weights"),
     )
     fetch.add_argument("backbones", nargs="+", metavar="BACKBONE", help="resnet50v2, mobilenetv2, efficientnetb4")
     fetch.add_argument(
@@ -38,9 +49,12 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
         "import",
         parents=[common],
         help="convert the seed's hdf5 (also via multi_gpu_model) or an hpml checkpoint into an hpml weights file",
+        description="Convert the seed's hdf5 (also via multi_gpu_model) or an hpml checkpoint into an hpml weights "
+        "file for model.init_from or --checkpoint. --config names the model the weights are for.",
+        epilog=examples(importing),
     )
     imp.add_argument("source", type=Path, metavar="FILE", help="a Keras .h5/.hdf5 or a checkpoint prefix (ckpt-N)")
-    imp.add_argument("--out", type=Path, required=True, metavar="OUT.h5")
+    imp.add_argument("--out", type=Path, required=True, metavar="OUT.h5", help="the hpml weights file to write")
     imp.add_argument("--allow-partial", action="store_true", help="load what matches and leave the rest as initialised")
     imp.set_defaults(func=cmd_weights_import)
 

@@ -11,6 +11,9 @@ FIFO or device) is listed by name with its reason (`UNREADABLE: ...`, and in the
 column); the other files are still classified. Exit status: 0 when every file was classified,
 3 when some were and some were not (a job script must not take a partial answer for a whole one),
 1 when none was (no file found, or none readable).
+
+`classify` does the work and prints nothing (hpml.api.predict returns its rows); `predict` is the
+command: it prints the table and writes the CSV and overlays from what `classify` returned.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from __future__ import annotations
 import csv
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -85,19 +90,45 @@ def write_explanations(
     return written
 
 
-def predict(
-    run_dir: Path | None,
-    targets: list[Path],
-    which: str = "best",
-    csv_path: Path | None = None,
-    explain_dir: Path | None = None,
-    explain_target: str = "vs-normal",
-    config: Path | None = None,
-    overrides=(),
-) -> int:
-    """Classify `targets` with a run's weights, or (no run) with `config` and the weights file `which`."""
+@dataclass(frozen=True)
+class Classified:
+    """What `classify` found: every file, the model's input and probabilities of those it could read,
+    and the reason for each it could not."""
+
+    cfg: Config
+    model: Any
+    description: str  # which weights (a file name)
+    files: list[Path]  # every file found, in the order given (folders expanded, sorted)
+    kept: list[Path]  # the files classified, in that order
+    inputs: list[np.ndarray]  # their model inputs (uint8 [size, size, 1])
+    probs: np.ndarray  # their probabilities, [len(kept), len(CLASSES)]
+    failed: list[tuple[Path, str]]  # (file, why it could not be classified)
+
+    def rows(self) -> list[dict]:
+        """One dict per file found, in order: file, probabilities (class -> p), predicted, error."""
+        result = {path: (p, None) for path, p in zip(self.kept, self.probs, strict=True)}
+        result.update({path: (None, reason) for path, reason in self.failed})
+        rows = []
+        for path in self.files:
+            p, error = result[path]
+            rows.append(
+                {
+                    "file": str(path),
+                    "probabilities": None if p is None else {c: float(v) for c, v in zip(CLASSES, p, strict=True)},
+                    "predicted": None if p is None else CLASSES[int(np.argmax(p))],
+                    "error": error,
+                }
+            )
+        return rows
+
+
+def classify(
+    run_dir: Path | None, targets: list[Path], which: str = "best", config: Path | None = None, overrides=()
+) -> Classified:
+    """Classify `targets` (files or folders) with a run's weights, or (no run) with `config` and the
+    weights file `which`; prints nothing. A file that cannot be read is listed in `failed`."""
     cfg, model, description = load_trained(run_dir, which, overrides, config)
-    files = expand(targets)
+    files = expand([Path(t) for t in targets])
     inputs, kept, failed = [], [], []
     for path in files:
         try:
@@ -111,7 +142,28 @@ def predict(
         except Exception as exc:  # as in preprocessing: a decoder's failure is this file's, not the run's
             failed.append((path, f"decode failed: {type(exc).__name__}: {exc}"))
             log.warning("skipping %s: %s", path, failed[-1][1])
-    probs = model.predict(np.stack(inputs), batch_size=cfg.eval.batch_size, verbose=0) if inputs else []
+    probs = (
+        model.predict(np.stack(inputs), batch_size=cfg.eval.batch_size, verbose=0)
+        if inputs
+        else np.zeros((0, len(CLASSES)), np.float32)
+    )
+    return Classified(cfg, model, description, files, kept, inputs, probs, failed)
+
+
+def predict(
+    run_dir: Path | None,
+    targets: list[Path],
+    which: str = "best",
+    csv_path: Path | None = None,
+    explain_dir: Path | None = None,
+    explain_target: str = "vs-normal",
+    config: Path | None = None,
+    overrides=(),
+) -> int:
+    """`hpml predict`: `classify`, then the table, the CSV, Grad-CAM overlays; returns the exit status."""
+    found = classify(run_dir, targets, which, config, overrides)
+    cfg, model, description, files = found.cfg, found.model, found.description, found.files
+    kept, inputs, probs, failed = found.kept, found.inputs, found.probs, found.failed
     width = max((len(str(p)) for p in kept), default=4)
     print(f"{'file':<{width}}  {'class':<9}  " + "  ".join(f"{c:>9}" for c in CLASSES))
     for path, p in zip(kept, probs, strict=True):

@@ -21,7 +21,7 @@ LAYERS: list[set[str]] = [
     {"hpml.train"},
     {"hpml.evaluation", "hpml.serve"},
     {"hpml.bench"},
-    {"hpml.cli"},
+    {"hpml.cli", "hpml.api"},
 ]
 ROOTS = ("hpml", "preprocess")
 
