@@ -103,7 +103,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return _submit_sweep(args)
     if args.grid or args.sweep or args.parallel:
         raise ConfigError("--grid, --sweep and --parallel belong to `hpml submit sweep`")
-    _resolve_weights(args)
+    _resolve_weights(args, [load_config(args.config, args.overrides)])
     cfg = load_config(args.config, args.overrides)  # a bad config fails here, not in the queue
     profile = _profile(args, cfg)
     _check_inputs(cfg, args.what)
@@ -116,7 +116,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def _submit_sweep(args: argparse.Namespace) -> int:
     spec = sweep.load_spec(args.sweep, args.grid, args.parallel)
-    _resolve_weights(args)
+    _resolve_weights(args, [cfg for _, cfg in sweep.resolve(spec, args.config, args.overrides)])
     resolved = sweep.resolve(spec, args.config, args.overrides)  # every point, before anything is queued
     for _, cfg in resolved:
         _check_inputs(cfg, "train")
@@ -147,15 +147,20 @@ def _profile(args: argparse.Namespace, cfg: Config) -> ClusterProfile:
     return profile
 
 
-def _resolve_weights(args: argparse.Namespace) -> None:
+def _resolve_weights(args: argparse.Namespace, configs: list[Config]) -> None:
     """`model.weights: imagenet` becomes the cached file's path here, on the login node: the job's
     config names the file itself (bound into the container like any input), and a missing one
     stops the submission with the `hpml weights fetch` command to run."""
     from hpml.models.weights_cache import resolve
 
-    model = load_config(args.config, args.overrides).model
-    if model.weights == "imagenet":
-        args.overrides = [*args.overrides, f"model.weights={resolve(model.weights, model.backbone)}"]
+    backbones = sorted({c.model.backbone for c in configs if c.model.weights == "imagenet"})
+    if len(backbones) > 1:
+        raise ConfigError(
+            f"model.weights: imagenet for several backbones ({', '.join(backbones)}): give each point's "
+            "model.weights as a path (hpml weights fetch puts them in $HPML_WEIGHTS_DIR)"
+        )
+    if backbones:
+        args.overrides = [*args.overrides, f"model.weights={resolve('imagenet', backbones[0])}"]
 
 
 def _check_inputs(cfg: Config, what: str) -> None:

@@ -210,3 +210,30 @@ def test_imagenet_weights_resolve_on_the_login_node_and_the_job_names_the_file(t
     hpml(*args, env={"HPML_WEIGHTS_DIR": str(cache)})
     job_config = yaml.safe_load((tmp_path / "run" / "slurm" / "config.yaml").read_text())
     assert job_config["model"]["weights"] == str(fetched)
+
+
+def test_a_sweep_file_naming_the_seed_config_resolves_its_imagenet_weights(tmp_path):
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    (shards / "manifest.json").write_text("{}")
+    cache = tmp_path / "weights"
+    cache.mkdir()
+    fetched = cache / "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5"
+    fetched.write_bytes(b"stand-in")
+    spec = {"config": str(REPO / "configs/covidnet-resnet50v2-512.yaml"), "set": [f"data.shards={shards}"]}
+    spec["grid"] = {"train.lr": [2e-5, 1e-4]}
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(spec))
+    args = [
+        "submit",
+        "sweep",
+        "--cluster",
+        "snellius",
+        "--sweep",
+        tmp_path / "sweep.yaml",
+        "--run-dir",
+        tmp_path / "sw",
+    ]
+    hpml(*args, "--dry-run", env={"HPML_WEIGHTS_DIR": str(cache)})
+    for point in ("p000", "p001"):
+        job_config = yaml.safe_load((tmp_path / "sw" / point / "slurm" / "config.yaml").read_text())
+        assert job_config["model"]["weights"] == str(fetched)
