@@ -27,6 +27,8 @@ from hpml.core import exclusive
 from hpml.core.config import CLASSES, Config
 from hpml.core.errors import UsageError
 from hpml.core.failure import at, phase
+from hpml.core.provenance import append, record
+from hpml.core.runfiles import PROVENANCE
 from hpml.imaging import ImageError, decode_gray, encode, fit_square, read_bytes
 from hpml.parallel.mpi import mpi_comm, mpi_world
 from hpml.shards.manifest import JOURNAL, MANIFEST, SCHEMA_VERSION
@@ -254,6 +256,7 @@ def run(cfg: Config, split_dir: Path, out: Path, force: bool = False) -> int:
                 manifest = write_manifest(settings(cfg), split_dir, out, chash, splits, results)
             with phase("report"):
                 summarise(results, time.monotonic() - t0, manifest, world, out)
+                append(out / PROVENANCE, record("preprocess"))  # OUT/provenance.jsonl: one line per run
                 _check_losses(manifest, total, cfg.preprocess.max_skipped, out)
         finally:  # every rank's shards are done (gathered); a job that died before keeps a stale lock
             exclusive.release(out / LOCK)

@@ -13,6 +13,7 @@
     metrics     COVID-Net's metrics from a confusion matrix
     best_epoch  train.monitor: which epoch is the best
     history     history.csv: its columns, read in one place
+    provenance  one record per attempt of a stage (software, hardware, job, command), appended
 
 Imports nothing else of hpml.
 """

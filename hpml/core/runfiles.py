@@ -5,8 +5,9 @@ evaluation and export read them, often on another machine and in another layer o
 every one of them finds a file through `RunDir`, so a name cannot drift between writer and
 reader.
 
-    RUN/config.yaml  versions.json  history.csv  curves.png  status.json  PREEMPTED  .lock
-        tensorboard/  checkpoints/{ckpt-*, best.h5, best.json, epochs/epoch-*.h5}  eval/<split>/  efficiency.json
+    RUN/config.yaml  versions.json  provenance.jsonl  history.csv  curves.png  status.json  PREEMPTED  .lock
+        tensorboard/  checkpoints/{ckpt-*, best.h5, best.json, epochs/epoch-*.h5}  eval/<split>/{..., provenance.jsonl}
+        efficiency.json
         slurm/{*.sbatch, config.yaml, submitted.json, usage/, *.out}
     SWEEP/sweep.json  SWEEP/p000/ ... (each point a RUN)
 """
@@ -17,6 +18,8 @@ import os
 from pathlib import Path
 
 SWEEP_FILE = "sweep.json"  # SWEEP/sweep.json: the grid and the job array of a sweep
+# RUN/, RUN/eval/<split>/ and a shard folder: one provenance record per attempt (hpml.core.provenance)
+PROVENANCE = "provenance.jsonl"
 
 
 class RunDir:
@@ -26,7 +29,8 @@ class RunDir:
         self.path = Path(path)
 
     config = property(lambda self: self.path / "config.yaml")  # the resolved config the run trains with
-    versions = property(lambda self: self.path / "versions.json")
+    versions = property(lambda self: self.path / "versions.json")  # the latest attempt's versions (old shape)
+    provenance = property(lambda self: self.path / PROVENANCE)  # one record per training attempt, appended
     history = property(lambda self: self.path / "history.csv")  # one row per epoch
     curves = property(lambda self: self.path / "curves.png")
     tensorboard = property(lambda self: self.path / "tensorboard")

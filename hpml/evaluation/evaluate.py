@@ -23,7 +23,8 @@ from hpml.core.config import CLASSES, EvalConfig, load_config
 from hpml.core.failure import at, phase
 from hpml.core.files import write_json_atomic, write_text_atomic
 from hpml.core.metrics import confusion, from_confusion
-from hpml.core.runfiles import RunDir
+from hpml.core.provenance import append, record
+from hpml.core.runfiles import PROVENANCE, RunDir
 from hpml.evaluation import calibration, curves, intervals
 from hpml.evaluation.plots import plot_reliability, plot_roc_pr
 from hpml.evaluation.report import markdown, plot_confusion, plot_curves
@@ -131,6 +132,9 @@ def _write(run_dir: Path, split: str, metrics: dict, rows: list, found: dict) ->
             [*r[:3], CLASSES[r[3]], CLASSES[int(np.argmax(r[4:]))], *(f"{p:.9g}" for p in r[4:])] for r in rows
         )
     write_text_atomic(out / "report.md", report)
+    # Beside metrics.json, not in it: its shape stays what compare, sweep report and the model card
+    # read, and a re-evaluation keeps the earlier evaluations' records (the last line is this one).
+    append(out / PROVENANCE, record("evaluate"))
     write_json_atomic(out / "metrics.json", metrics)  # last: its presence means the rest is complete
     plot_curves(RunDir(run_dir).history, RunDir(run_dir).curves)
     log.info("wrote %s (%d images)", out, metrics["count"])

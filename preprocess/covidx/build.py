@@ -21,6 +21,7 @@ from pathlib import Path
 from hpml.core.config import CLASSES
 from hpml.core.errors import SourceError
 from hpml.core.files import write_text_atomic
+from hpml.core.provenance import upstream
 from hpml.imaging import ImageError, check_complete, read_bytes
 from preprocess.covidx import phash
 from preprocess.covidx import skips as skiplog
@@ -209,6 +210,8 @@ def _describe(scans, lines, skips, missing, kept, clusters, pinning, options) ->
             }
             for s in scans
         },
+        # Which version of each source was read: its git commit where it is a clone, else its metadata's hash.
+        "upstream": {s.name: upstream(s.root, {t.path.name: t.sha256 for t in s.tables}) for s in scans},
         "counts": counts,
         "patients": {s: len({(x.source, x.patient) for x in ls}) for s, ls in lines.items()},
         "images": {s: len(ls) for s, ls in lines.items()},

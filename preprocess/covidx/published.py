@@ -17,7 +17,8 @@ from pathlib import Path
 
 from hpml.core.config import CLASSES
 from hpml.core.errors import SourceError
-from hpml.core.files import write_text_atomic
+from hpml.core.files import file_sha256, write_text_atomic
+from hpml.core.provenance import upstream
 from preprocess.covidx import skips as skiplog
 from preprocess.covidx.containment import refusal
 from preprocess.covidx.options import BuildOptions
@@ -96,6 +97,11 @@ def import_published(
         "roots": {
             "covidx-train": str(Path(train_set.images).resolve()),
             "covidx-test": str(Path(test_set.images).resolve()),
+        },
+        # The images folder's git commit where it is a clone; the published list read, by its sha256.
+        "upstream": {
+            name: upstream(Path(given.images), {Path(given.listing).name: file_sha256(given.listing)})
+            for name, given in (("covidx-train", train_set), ("covidx-test", test_set))
         },
         "counts": {s: {c: sum(x.label == c for x in ls) for c in CLASSES} for s, ls in lines.items()},
         "patients": {s: len({x.patient for x in ls}) for s, ls in lines.items()},
