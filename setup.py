@@ -62,6 +62,10 @@ EXTRAS = {
         "h5py==3.16.0",  # `hpml weights import` reads the seed's .hdf5 (TensorFlow requires h5py too)
         "tensorboard==2.15.2",  # HParams sessions (hpml.train.hparams); TensorFlow 2.15 requires it too
     ],
+    # train.tracker: mlflow (hpml.train.tracking), imported only when asked. 3.17.2: up to 3.9 mlflow-skinny
+    # requires packaging<26 (2.17.2: <25; dev pins 26.4). Beside TensorFlow 2.15 (protobuf<5) pip picks
+    # opentelemetry-proto 1.27.0 and changes no installed version; alone it would upgrade protobuf.
+    "tracking": ["mlflow-skinny==3.17.2"],
     # Tests and lint. scikit-learn and statsmodels: independent references the tests compare
     # hpml's metrics, curves, intervals and McNemar test with (statsmodels 0.15.0 installs with numpy 1.26).
     "dev": [
@@ -71,6 +75,7 @@ EXTRAS = {
         "packaging==26.4",
         "scikit-learn==1.5.2",
         "statsmodels==0.15.0",
+        "mlflow-skinny==3.17.2",  # the tracking extra's, for tests/unit/test_tracking.py
     ],
 }
 

@@ -122,6 +122,7 @@ class TrainConfig:
     # times so the checks cost < 0.5 % (hpml.train.preemption.CheckSchedule).
     stop_check_steps: int | None = field(default=None, metadata=_range(1, 1_000_000))
     seed: int = 0
+    tracker: Literal["none", "mlflow"] = "none"  # mlflow: rank 0 logs to an MLflow file store (hpml.train.tracking)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 

@@ -45,6 +45,7 @@ class RunDir:
     slurm = property(lambda self: self.path / "slurm")  # rendered job scripts, their config and logs
     submitted = property(lambda self: self.path / "slurm" / "submitted.json")  # every job id submitted
     usage = property(lambda self: self.path / "slurm" / "usage")  # each rank's own usage record
+    mlflow_run_id = property(lambda self: self.path / "mlflow_run_id")  # train.tracker: mlflow: the run to continue
 
     def eval(self, split: str) -> Path:
         return self.path / "eval" / split

@@ -10,6 +10,7 @@
     epoch_end       validation over all ranks, history.csv, TensorBoard
     selection       best.h5 (+ best.json) and the per-epoch weights files (train.keep_checkpoints)
     hparams         the run's TensorBoard HParams session (a sweep point: its grid values)
+    tracking        train.tracker: mlflow, one MLflow file-store run across requeues
     plateau         ReduceLROnPlateau on state that survives a checkpoint
     checkpoints     full training state on disk
     resume          where a run starts: rank 0 reads, every rank gets the same state, rescaled

@@ -43,6 +43,7 @@ from hpml.train.selection import save_epoch_weights
 from hpml.train.shard_check import explain_data_error, verify_shards
 from hpml.train.staging import stage, unstage
 from hpml.train.status_writer import StatusWriter
+from hpml.train.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ def train(cfg: Config, shard_dir: Path, run_dir: Path, restart: bool = False) ->
 
 def _train(cfg: Config, shard_dir: Path, run_dir: Path, restart: bool, world: World, preemption: Preemption) -> int:
     t, run = cfg.train, RunDir(run_dir)
+    tracker = Tracker()  # train.tracker: rank 0's MLflow run; nothing with `none`
     if world.is_root:
         if restart:
             set_aside(run_dir)
@@ -101,6 +103,7 @@ def _train(cfg: Config, shard_dir: Path, run_dir: Path, restart: bool, world: Wo
         save_config(cfg, run.config)
         write_versions(run.versions)
         write_hparams(run_dir, cfg, world.size)  # RUN/tensorboard: the HParams session, before the writer opens
+        tracker.start(run_dir, cfg, restart)  # reopens RUN/mlflow_run_id's run on a resume
     shards = None
     if cfg.data.stage_dir:
         with phase("stage"):
@@ -137,7 +140,10 @@ def _train(cfg: Config, shard_dir: Path, run_dir: Path, restart: bool, world: Wo
             with phase("fit"):
                 attempt.fit(state)
         if preemption.requested or preemption.at_epoch_end():  # a stop agreed in the epoch, or at its end
-            return _preempted(attempt, state, fp)
+            code = _preempted(attempt, state, fp)  # checkpoint and marker first
+            if world.is_root:
+                tracker.finish("KILLED")  # the requeued job's start() reopens it
+            return code
         with phase("validate"):
             row, best = attempt.end_epoch(state, start)
         state = replace(
@@ -146,11 +152,14 @@ def _train(cfg: Config, shard_dir: Path, run_dir: Path, restart: bool, world: Wo
         with phase("checkpoint"):
             if world.is_root:
                 record_epoch(run_dir, writer, row, state.epoch, t.epochs, resumed_epoch)
+                tracker.log_epoch(row, state.epoch)  # step = the log line's epoch (1-based)
                 status.epoch_end(row, state)
                 save_epoch_weights(model, run, t, row, best)
                 checkpoints.save(model, run.checkpoints, state, fp)
             resumed_epoch = None
             distributed.barrier()  # nobody races ahead of a checkpoint being written
+    if world.is_root:
+        tracker.finish()  # FINISHED + config.yaml, history.csv, checkpoints/best.json
     log.info("training done; weights sha256 %s", weights_digest(model))
     return 0
 
