@@ -28,6 +28,22 @@ class SlurmUnavailable(RuntimeError):
     pass
 
 
+def stop_stale_daemons() -> None:
+    """Daemons a killed test session left running hold our ports: without this the next session's
+    cluster would not start and the whole SLURM tier would be skipped. Only daemons of a test cluster
+    (a slurm.conf under a pytest folder) are stopped; a site's own SLURM is never touched."""
+    found = subprocess.run(["pgrep", "-af", "^(slurmctld|slurmd) -f /tmp/pytest-of-"], capture_output=True, text=True)
+    pids = [int(line.split()[0]) for line in found.stdout.splitlines() if "/etc/slurm.conf" in line]
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + 20
+    while pids and time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in pids):
+        time.sleep(0.2)
+
+
 def ensure_installed() -> None:
     if all(shutil.which(b) for b in ("slurmctld", "slurmd", "sbatch", "munged")):
         return
@@ -135,6 +151,7 @@ PartitionName=debug Nodes={",".join(NODES)} Default=YES MaxTime=INFINITE State=U
 
     def _start(self, timeout: float) -> LocalSlurm:
         ensure_installed()
+        stop_stale_daemons()
         self._write_conf()
         self._start_munge()
         subprocess.run(["slurmctld", "-f", str(self.conf)], check=True, env=self.env)
