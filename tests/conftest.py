@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -114,6 +115,18 @@ def demo_run(tmp_path_factory) -> Path:
     overrides = sets("train.epochs=6", "train.steps_per_epoch=30")
     hpml("train", "--config", demo, "--shards", root / "shards", "--run-dir", root / "run", *overrides, np=2)
     return root
+
+
+@pytest.fixture(autouse=True)
+def hpml_loggers_propagate():
+    """A command run in-process (hpml.core.logs.setup_logging) detaches the hpml loggers from the
+    root logger, where pytest's caplog listens: put them back after every test."""
+    yield
+    for name in ("hpml", "preprocess"):
+        log = logging.getLogger(name)
+        log.handlers.clear()
+        log.setLevel(logging.NOTSET)
+        log.propagate = True
 
 
 @pytest.fixture(scope="module")
