@@ -108,9 +108,8 @@ def _take(out: Path) -> None:
         exclusive.acquire(out / LOCK)
         (out / JOURNAL).mkdir(exist_ok=True)
     except exclusive.Locked as exc:
-        who = exclusive.describe(exc.holder) if exc.holder else f"an unknown holder ({exc.path} cannot be read)"
         raise PreprocessError(
-            f"{out} is being written by another `hpml preprocess`: {who}{exc.note}. Wait for it to end "
+            f"{out} is being written by another `hpml preprocess`: {exc.who()}. Wait for it to end "
             f"or use another --out. If that process is gone for good, remove {exc.path}."
         ) from None
     except OSError as exc:

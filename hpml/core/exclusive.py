@@ -54,8 +54,12 @@ class Locked(UsageError):
 
     def __init__(self, path: Path, holder: dict[str, Any], note: str = "") -> None:
         self.path, self.holder, self.note = Path(path), holder, note
-        who = describe(holder) if holder else "an unknown holder (the lock file cannot be read)"
-        super().__init__(f"{path} is held by {who}{note}; if that process is gone for good, remove {path}")
+        super().__init__(f"{path} is held by {self.who()}; if that process is gone for good, remove {path}")
+
+    def who(self) -> str:
+        """The holder and what is known of it, for the caller's own message."""
+        unknown = f"an unknown holder ({self.path} cannot be read)"
+        return (describe(self.holder) if self.holder else unknown) + self.note
 
 
 def describe(holder: dict[str, Any]) -> str:

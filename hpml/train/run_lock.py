@@ -27,9 +27,8 @@ def acquire_lock(run_dir: Path) -> Path:
     try:
         return exclusive.acquire(path)
     except exclusive.Locked as exc:
-        who = exclusive.describe(exc.holder) if exc.holder else f"an unknown holder ({path} cannot be read)"
         raise RunLocked(
-            f"{run_dir} is being trained by {who}{exc.note}; wait for it to end or use another --run-dir. "
+            f"{run_dir} is being trained by {exc.who()}; wait for it to end or use another --run-dir. "
             f"If that process is gone for good, remove {path}."
         ) from None
 
