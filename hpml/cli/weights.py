@@ -80,7 +80,7 @@ def cmd_weights_import(args: argparse.Namespace) -> int:
 
     from hpml.core.config import load_config
     from hpml.models.build import build_model
-    from hpml.models.weights_import import import_weights, save_imported
+    from hpml.models.weights_import import import_weights, save_weights_file
 
     if args.config is None:
         print("hpml weights import: --config CFG names the model the weights are for", file=sys.stderr)
@@ -89,7 +89,7 @@ def cmd_weights_import(args: argparse.Namespace) -> int:
     model = build_model(replace(cfg.model, weights=None, init_from=None), cfg.data.image_size)
     report = import_weights(args.source, model, allow_partial=args.allow_partial)
     print(report)
-    save_imported(model, args.out)
+    save_weights_file(model, args.out)
     print(f"written: {args.out} (model {model.name}, {cfg.data.image_size} px, input_scale {cfg.model.input_scale})")
     return 0
 

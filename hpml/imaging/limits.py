@@ -100,10 +100,14 @@ _KINDS = (
 )
 
 
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular one is: `a FIFO (named pipe)`, `a directory`, ..."""
+    return next((kind for test, kind in _KINDS if test(mode)), "of an unknown kind")
+
+
 def check_regular(path, st: os.stat_result) -> None:
     if not stat.S_ISREG(st.st_mode):
-        kind = next((kind for test, kind in _KINDS if test(st.st_mode)), "of an unknown kind")
-        raise ImageError(path, f"not a regular file: {kind}")
+        raise ImageError(path, f"not a regular file: {file_kind(st.st_mode)}")
     if st.st_size > (cap := limit("MAX_FILE_BYTES")):
         raise ImageError(path, f"file is {st.st_size:,} bytes, over the limit of {cap:,} (HPML_MAX_FILE_BYTES)")
 

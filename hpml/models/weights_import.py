@@ -141,9 +141,10 @@ def import_weights(source: Path, model: tf.keras.Model, allow_partial: bool = Fa
     return report
 
 
-def save_imported(model: tf.keras.Model, out: Path) -> None:
+def save_weights_file(model: tf.keras.Model, out: Path) -> None:
     """Write `model`'s weights as an hpml .h5 (model.save_weights), atomically: a temp name in the
-    same folder, then a rename, so a crash never leaves a half-written file under `out`."""
+    same folder, then a rename, so a crash never leaves a half-written file under `out`. Every
+    hpml weights file is written here: imported weights, best.h5, the per-epoch files."""
     out = Path(out)
     if out.suffix not in (".h5", ".hdf5"):
         raise UsageError(f"{out}: hpml weights files are HDF5 and end in .h5")

@@ -29,7 +29,7 @@ from hpml.core.failure import at
 from hpml.core.files import write_json_atomic
 from hpml.core.runfiles import RunDir
 from hpml.models.build import build_model
-from hpml.models.weights_import import import_weights
+from hpml.models.weights_import import import_weights, save_weights_file
 
 log = logging.getLogger(__name__)
 KEEP = 3
@@ -164,12 +164,10 @@ def restore(model: tf.keras.Model, directory: Path, fp: dict[str, Any]) -> tuple
 
 
 def save_weights_atomic(model: tf.keras.Model, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    """hpml.models.weights_import's atomic writer, its failure said as a checkpoint failure."""
     try:
-        model.save_weights(str(tmp))
-        tmp.replace(path)
+        save_weights_file(model, path)  # removes its temporary file when it fails
     except (OSError, RuntimeError) as exc:  # h5py reports a full disk as either
-        tmp.unlink(missing_ok=True)
         kept = f"the previous {path.name} is intact" if path.exists() else f"there is no {path.name} yet"
         raise CheckpointWriteError(f"writing {path} failed ({exc}); {kept}. Free space and rerun to resume.") from exc
 

@@ -39,14 +39,14 @@ from tensorboard.plugins.hparams import api as hp
 from tensorboard.plugins.hparams import error as hp_error
 from tensorboard.plugins.hparams import metadata as hp_metadata
 
-from hpml.core.config import Config, ConfigError, load_config
+from hpml.core.config import CLASSES, Config, ConfigError, load_config
 from hpml.core.runfiles import SWEEP_FILE, RunDir
 from hpml.slurm.sweep import point_dir
 
 log = logging.getLogger(__name__)
 
 # The validation scalars record_epoch writes every epoch (history.csv's column names).
-METRICS = ("val_loss", "val_accuracy", "val_macro_f1", "val_sensitivity_COVID-19", "val_ppv_COVID-19")
+METRICS = ("val_loss", "val_accuracy", "val_macro_f1", f"val_sensitivity_{CLASSES[-1]}", f"val_ppv_{CLASSES[-1]}")
 # A plain run's hyper-parameters: what COVID-Net / HPML experiments vary.
 PLAIN = (
     "train.lr",

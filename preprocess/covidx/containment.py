@@ -20,12 +20,11 @@ import stat
 from pathlib import Path, PurePosixPath
 
 from hpml.core.errors import SourceError
+from hpml.imaging.limits import file_kind
 from preprocess.covidx.sources.scan import Skip, SourceScan
 from preprocess.splitfile import control_char
 
 LINK_HINT = "--follow-outside-links accepts it"
-_KINDS = ((stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"))
-_KINDS += ((stat.S_ISSOCK, "socket"), (stat.S_ISDIR, "directory"))
 
 
 def refusal(root: Path, filename: str, allow_outside_root: bool = False) -> str | None:
@@ -51,8 +50,7 @@ def refusal(root: Path, filename: str, allow_outside_root: bool = False) -> str 
         return None  # missing or unreadable: the image check reports it by name
     if stat.S_ISREG(mode):
         return None
-    kind = next((k for test, k in _KINDS if test(mode)), "special file")
-    return f"not a regular file ({kind}: {filename})"
+    return f"not a regular file ({file_kind(mode)}: {filename})"
 
 
 def contain(scans: list[SourceScan], allow_outside_root: bool = False) -> None:

@@ -11,7 +11,7 @@ from seedmodel import multi_gpu_model, randomized, seed_model
 from hpml.core.config import ModelConfig
 from hpml.core.errors import UsageError
 from hpml.models.build import build_model
-from hpml.models.weights_import import WeightsImportError, import_weights, save_imported
+from hpml.models.weights_import import WeightsImportError, import_weights, save_weights_file
 
 layers = tf.keras.layers
 SIZE = 32  # the smallest ResNet50V2 takes
@@ -62,7 +62,7 @@ def test_seed_file_gives_the_seed_probabilities(seed, wrapped, tmp_path):
 
 def test_hpml_h5_and_checkpoint_give_identical_weights(tmp_path):
     trained = randomized(hpml_model(), seed=2)
-    save_imported(trained, tmp_path / "best.h5")
+    save_weights_file(trained, tmp_path / "best.h5")
     optimizer = tf.keras.optimizers.Adam()
     optimizer.build(trained.trainable_variables)  # as hpml.train.checkpoints.tracker: slots saved too
     tf.train.Checkpoint(model=trained, optimizer=optimizer).write(str(tmp_path / "checkpoints" / "ckpt-12"))
